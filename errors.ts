@@ -1,0 +1,185 @@
+/**
+ * Typed errors shared by every area of Strata, modelled on containerd's `errdefs`.
+ *
+ * Callers branch on the class (or on {@linkcode StrataError.code}), never on the message.
+ *
+ * @example Branch on the kind of error
+ * ```ts
+ * import { NotFound, isNotFound } from "@strata/strata/errors";
+ *
+ * const err = new NotFound("Cannot find image \"alpine\"");
+ * console.log(isNotFound(err));
+ * ```
+ *
+ * @module
+ */
+
+/** The kinds of error Strata reports. */
+export type ErrorCode =
+  | "not-found"
+  | "already-exists"
+  | "failed-precondition"
+  | "invalid-argument"
+  | "not-implemented"
+  | "unavailable";
+
+/**
+ * Base class of every typed Strata error.
+ *
+ * @example Catch any Strata error
+ * ```ts
+ * import { StrataError, InvalidArgument } from "@strata/strata/errors";
+ *
+ * try {
+ *   throw new InvalidArgument("Cannot parse digest \"x\"");
+ * } catch (err) {
+ *   if (err instanceof StrataError) console.log(err.code);
+ * }
+ * ```
+ */
+export abstract class StrataError extends Error {
+  /** The kind of error, stable across releases. */
+  abstract readonly code: ErrorCode;
+  /** The process exit code the CLI uses for this kind. */
+  abstract readonly exitCode: number;
+}
+
+/**
+ * Something that was asked for does not exist.
+ *
+ * @example
+ * ```ts
+ * import { NotFound } from "@strata/strata/errors";
+ * const err = new NotFound("Cannot find blob \"sha256:...\"");
+ * console.log(err.code);
+ * ```
+ */
+export class NotFound extends StrataError {
+  /** Always `"not-found"`. */
+  readonly code: ErrorCode = "not-found";
+  /** Exit code 3. */
+  readonly exitCode: number = 3;
+  override readonly name: string = "NotFound";
+}
+
+/**
+ * Something that was to be created exists already.
+ *
+ * @example
+ * ```ts
+ * import { AlreadyExists } from "@strata/strata/errors";
+ * const err = new AlreadyExists("Cannot create image \"a\": it exists");
+ * console.log(err.exitCode);
+ * ```
+ */
+export class AlreadyExists extends StrataError {
+  /** Always `"already-exists"`. */
+  readonly code: ErrorCode = "already-exists";
+  /** Exit code 4. */
+  readonly exitCode: number = 4;
+  override readonly name: string = "AlreadyExists";
+}
+
+/**
+ * The system is not in the state the operation needs (a size or digest mismatch, for example).
+ *
+ * @example
+ * ```ts
+ * import { FailedPrecondition } from "@strata/strata/errors";
+ * const err = new FailedPrecondition("Cannot commit ingest \"x\": unexpected size 3");
+ * console.log(err.code);
+ * ```
+ */
+export class FailedPrecondition extends StrataError {
+  /** Always `"failed-precondition"`. */
+  readonly code: ErrorCode = "failed-precondition";
+  /** Exit code 5. */
+  readonly exitCode: number = 5;
+  override readonly name: string = "FailedPrecondition";
+}
+
+/**
+ * An argument is malformed or unsupported.
+ *
+ * @example
+ * ```ts
+ * import { InvalidArgument } from "@strata/strata/errors";
+ * const err = new InvalidArgument("Cannot parse digest \"md5:00\": unsupported algorithm");
+ * console.log(err.exitCode);
+ * ```
+ */
+export class InvalidArgument extends StrataError {
+  /** Always `"invalid-argument"`. */
+  readonly code: ErrorCode = "invalid-argument";
+  /** Exit code 2, like a usage error. */
+  readonly exitCode: number = 2;
+  override readonly name: string = "InvalidArgument";
+}
+
+/**
+ * The operation is not implemented for this input (for example Docker schema 1 manifests).
+ *
+ * @example
+ * ```ts
+ * import { NotImplemented } from "@strata/strata/errors";
+ * const err = new NotImplemented("Cannot read schema 1 manifests: no longer supported");
+ * console.log(err.code);
+ * ```
+ */
+export class NotImplemented extends StrataError {
+  /** Always `"not-implemented"`. */
+  readonly code: ErrorCode = "not-implemented";
+  /** Exit code 7. */
+  readonly exitCode: number = 7;
+  override readonly name: string = "NotImplemented";
+}
+
+/**
+ * A resource is busy or out of reach for now; retrying later may succeed.
+ *
+ * @example
+ * ```ts
+ * import { Unavailable } from "@strata/strata/errors";
+ * const err = new Unavailable("Cannot open ingest \"x\": it is locked by process 42");
+ * console.log(err.exitCode);
+ * ```
+ */
+export class Unavailable extends StrataError {
+  /** Always `"unavailable"`. */
+  readonly code: ErrorCode = "unavailable";
+  /** Exit code 6. */
+  readonly exitCode: number = 6;
+  override readonly name: string = "Unavailable";
+}
+
+/**
+ * Reports whether `err` is a {@linkcode NotFound}.
+ *
+ * @example
+ * ```ts
+ * import { isNotFound, NotFound } from "@strata/strata/errors";
+ * console.log(isNotFound(new NotFound("x")));
+ * ```
+ *
+ * @param err The value to test.
+ * @returns `true` when `err` is a `NotFound`.
+ */
+export function isNotFound(err: unknown): err is NotFound {
+  return err instanceof NotFound;
+}
+
+/**
+ * Reports whether `err` is an {@linkcode AlreadyExists}.
+ *
+ * @example
+ * ```ts
+ * import { AlreadyExists, isAlreadyExists } from "@strata/strata/errors";
+ * console.log(isAlreadyExists(new AlreadyExists("x")));
+ * ```
+ *
+ * @param err The value to test.
+ * @returns `true` when `err` is an `AlreadyExists`.
+ */
+export function isAlreadyExists(err: unknown): err is AlreadyExists {
+  return err instanceof AlreadyExists;
+}
