@@ -1,0 +1,245 @@
+import { join } from "node:path";
+import { ContentStore } from "./content/mod.ts";
+import {
+  allPlatforms,
+  defaultPlatformMatcher,
+  imageConfig,
+  imageSize,
+  ImageStore,
+  imageUsage,
+  normalizePlatform,
+  readImageConfig,
+  rootFS,
+} from "./images/mod.ts";
+import type {
+  Descriptor,
+  ImageConfig,
+  ImageRecord,
+  MatchComparer,
+  Platform,
+} from "./images/mod.ts";
+import { MetadataDb } from "./metadata/mod.ts";
+
+/** Options for {@linkcode Client.open}. */
+export interface ClientOptions {
+  /** The root directory holding `metadata.db` and `content/`. Default: {@linkcode defaultRoot}. */
+  root?: string;
+  /** The platform used to pick manifests from indexes. Default: the host's (containerd's `Only`). */
+  platform?: MatchComparer;
+}
+
+/**
+ * The default root: `/var/lib/strata` for root, `$XDG_DATA_HOME/strata` (or
+ * `~/.local/share/strata`) otherwise.
+ *
+ * @example
+ * ```ts
+ * import { defaultRoot } from "@strata/strata";
+ * console.log(defaultRoot());
+ * ```
+ *
+ * @returns The path.
+ */
+export function defaultRoot(): string {
+  if (Deno.uid() === 0) return "/var/lib/strata";
+  const xdg = Deno.env.get("XDG_DATA_HOME");
+  if (xdg) return join(xdg, "strata");
+  return join(Deno.env.get("HOME") ?? ".", ".local", "share", "strata");
+}
+
+/**
+ * A Strata client on one root: the content store, the image store and the operations built on them.
+ * Several clients (in one process or many) may share a root.
+ *
+ * @example Open a root and list its images
+ * ```ts
+ * import { Client } from "@strata/strata";
+ * const client = Client.open({ root: await Deno.makeTempDir() });
+ * console.log(client.images.list().length);
+ * client.close();
+ * ```
+ */
+export class Client {
+  /** The root directory. */
+  readonly root: string;
+  /** The metadata database. */
+  readonly db: MetadataDb;
+  /** The content store. */
+  readonly content: ContentStore;
+  /** The image store. */
+  readonly images: ImageStore;
+  /** The platform matcher used for images by default. */
+  readonly platform: MatchComparer;
+
+  private constructor(root: string, platform: MatchComparer) {
+    this.root = root;
+    this.db = MetadataDb.open(root);
+    this.content = new ContentStore(join(root, "content"), this.db);
+    this.images = new ImageStore(this.db);
+    this.platform = platform;
+  }
+
+  /**
+   * Opens a client, creating the root when it is missing.
+   *
+   * @param options Root and platform.
+   * @returns The client.
+   */
+  static open(options: ClientOptions = {}): Client {
+    return new Client(options.root ?? defaultRoot(), options.platform ?? defaultPlatformMatcher());
+  }
+
+  /**
+   * Gets an image by name.
+   *
+   * @param name The image name, as stored.
+   * @param options A platform matcher overriding the client's.
+   * @returns The image.
+   * @throws {NotFound} When there is no such image.
+   */
+  getImage(name: string, options: { platform?: MatchComparer } = {}): Image {
+    return new Image(this, this.images.get(name), options.platform ?? this.platform);
+  }
+
+  /** Closes the database. */
+  close(): void {
+    this.db.close();
+  }
+
+  /** Closes the database (for `using`). */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * An image in a root, with containerd's client surface for the parts that need no snapshotter:
+ * name, target, labels, config, rootFS, size, usage, platform and spec.
+ *
+ * @example Read an image's diff IDs
+ * ```ts ignore
+ * import { Client } from "@strata/strata";
+ * const client = Client.open();
+ * const image = client.getImage("docker.io/library/alpine:latest");
+ * console.log(await image.rootFS());
+ * ```
+ */
+export class Image {
+  #client: Client;
+  #record: ImageRecord;
+  #platform: MatchComparer;
+  #diffIds: string[] | undefined;
+
+  /**
+   * Wraps an image record.
+   *
+   * @param client The client the image lives in.
+   * @param record The stored record.
+   * @param platform The platform matcher used to pick manifests.
+   */
+  constructor(client: Client, record: ImageRecord, platform: MatchComparer) {
+    this.#client = client;
+    this.#record = record;
+    this.#platform = platform;
+  }
+
+  /** The image's name. */
+  get name(): string {
+    return this.#record.name;
+  }
+
+  /** The image's root descriptor (an index or a manifest). */
+  get target(): Descriptor {
+    return this.#record.target;
+  }
+
+  /** The image's labels. */
+  get labels(): Record<string, string> {
+    return this.#record.labels;
+  }
+
+  /** The stored record. */
+  get metadata(): ImageRecord {
+    return this.#record;
+  }
+
+  /** The content store the image reads from. */
+  get contentStore(): ContentStore {
+    return this.#client.content;
+  }
+
+  /** The platform matcher used to pick manifests. */
+  get platform(): MatchComparer {
+    return this.#platform;
+  }
+
+  /**
+   * The descriptor of the image config for the image's platform.
+   *
+   * @returns The config descriptor.
+   */
+  config(): Promise<Descriptor> {
+    return imageConfig(this.#client.content, this.target, { platform: this.#platform });
+  }
+
+  /**
+   * The image config document.
+   *
+   * @returns The parsed config.
+   */
+  async spec(): Promise<ImageConfig> {
+    return await readImageConfig(this.#client.content, await this.config());
+  }
+
+  /**
+   * The platform the image config declares, normalised.
+   *
+   * @returns The platform.
+   */
+  async configPlatform(): Promise<Platform> {
+    const c = await this.spec();
+    const p: Platform = { os: c.os, architecture: c.architecture };
+    if (c.variant) p.variant = c.variant;
+    if (c["os.version"]) p["os.version"] = c["os.version"];
+    if (c["os.features"]) p["os.features"] = c["os.features"];
+    return normalizePlatform(p);
+  }
+
+  /**
+   * The layers' diff IDs, bottom first (cached).
+   *
+   * @returns The diff IDs.
+   */
+  async rootFS(): Promise<string[]> {
+    this.#diffIds ??= await rootFS(this.#client.content, await this.config());
+    return this.#diffIds;
+  }
+
+  /**
+   * The image's size: the declared sizes of the target, the manifest for the image's platform, its
+   * config and its layers.
+   *
+   * @returns The size in bytes.
+   */
+  size(): Promise<number> {
+    return imageSize(this.#client.content, this.target, this.#platform);
+  }
+
+  /**
+   * The content the image uses in the store.
+   *
+   * @param options `manifestLimit` restricts to the best N manifests for the image's platform;
+   *   `manifestOnly` trusts declared sizes.
+   * @returns The size in bytes.
+   */
+  usage(options: { manifestLimit?: number; manifestOnly?: boolean } = {}): Promise<number> {
+    const content = this.#client.content;
+    return imageUsage(content, this.target, {
+      ...(options.manifestLimit !== undefined
+        ? { manifestLimit: options.manifestLimit, platform: this.#platform }
+        : { platform: allPlatforms }),
+      ...(options.manifestOnly !== undefined ? { manifestOnly: options.manifestOnly } : {}),
+      info: (digest: string) => content.info(digest),
+    });
+  }
+}

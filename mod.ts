@@ -1,0 +1,21 @@
+/**
+ * Strata: a daemonless, Deno-native image toolkit with containerd's semantics. It imports OCI and
+ * Docker images into a content-addressed store and an image store that several processes can
+ * share, selects manifests by platform, and exports images as OCI layouts.
+ *
+ * @example Import an OCI layout and list the images
+ * ```ts ignore
+ * import { Client, importArchive } from "@strata/strata";
+ * const client = Client.open({ root: "/var/lib/strata" });
+ * await importArchive(client, "./layout");
+ * for (const image of client.images.list()) console.log(image.name, image.target.digest);
+ * client.close();
+ * ```
+ *
+ * @module
+ */
+export * from "./client.ts";
+export * from "./errors.ts";
+export * from "./content/mod.ts";
+export * from "./images/mod.ts";
+export * from "./metadata/mod.ts";
