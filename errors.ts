@@ -59,6 +59,7 @@ export class NotFound extends StrataError {
   readonly code: ErrorCode = "not-found";
   /** Exit code 3. */
   readonly exitCode: number = 3;
+  /** Always `"NotFound"`. */
   override readonly name: string = "NotFound";
 }
 
@@ -77,6 +78,7 @@ export class AlreadyExists extends StrataError {
   readonly code: ErrorCode = "already-exists";
   /** Exit code 4. */
   readonly exitCode: number = 4;
+  /** Always `"AlreadyExists"`. */
   override readonly name: string = "AlreadyExists";
 }
 
@@ -95,6 +97,7 @@ export class FailedPrecondition extends StrataError {
   readonly code: ErrorCode = "failed-precondition";
   /** Exit code 5. */
   readonly exitCode: number = 5;
+  /** Always `"FailedPrecondition"`. */
   override readonly name: string = "FailedPrecondition";
 }
 
@@ -113,6 +116,7 @@ export class InvalidArgument extends StrataError {
   readonly code: ErrorCode = "invalid-argument";
   /** Exit code 2, like a usage error. */
   readonly exitCode: number = 2;
+  /** Always `"InvalidArgument"`. */
   override readonly name: string = "InvalidArgument";
 }
 
@@ -131,6 +135,7 @@ export class NotImplemented extends StrataError {
   readonly code: ErrorCode = "not-implemented";
   /** Exit code 7. */
   readonly exitCode: number = 7;
+  /** Always `"NotImplemented"`. */
   override readonly name: string = "NotImplemented";
 }
 
@@ -149,6 +154,7 @@ export class Unavailable extends StrataError {
   readonly code: ErrorCode = "unavailable";
   /** Exit code 6. */
   readonly exitCode: number = 6;
+  /** Always `"Unavailable"`. */
   override readonly name: string = "Unavailable";
 }
 

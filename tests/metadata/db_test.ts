@@ -68,7 +68,9 @@ Deno.test("MetadataDb lets two processes write one root concurrently", async () 
   try {
     MetadataDb.open(root).close();
     const script = `
-      import { MetadataDb } from ${JSON.stringify(new URL("../../metadata/db.ts", import.meta.url).href)};
+      import { MetadataDb } from ${
+      JSON.stringify(new URL("../../metadata/db.ts", import.meta.url).href)
+    };
       const db = MetadataDb.open(Deno.args[0]);
       for (let i = 0; i < 200; i++) {
         db.transaction(() => db.run(
