@@ -42,6 +42,30 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX images_target ON images (target_digest);
     `,
   },
+  {
+    version: 2,
+    sql: `
+      CREATE TABLE snapshot_ids (
+        snapshotter TEXT PRIMARY KEY,
+        last_id INTEGER NOT NULL
+      );
+      CREATE TABLE snapshots (
+        snapshotter TEXT NOT NULL,
+        name TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('view', 'active', 'committed')),
+        parent TEXT,
+        labels TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0,
+        inodes INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (snapshotter, name),
+        UNIQUE (snapshotter, id)
+      );
+      CREATE INDEX snapshots_parent ON snapshots (snapshotter, parent);
+    `,
+  },
 ];
 
 /** Options for {@linkcode MetadataDb.open}. */
