@@ -114,6 +114,7 @@ export interface TarHeader {
  * ```
  */
 export class TarError extends InvalidArgument {
+  /** Always `"TarError"`. */
   override readonly name: string = "TarError";
   /** Byte offset in the archive of the header block of the entry that failed. */
   readonly offset: number;

@@ -303,8 +303,8 @@ class Reader {
       if (got < BLOCK_SIZE) {
         throw this.error(`the archive ends inside a header block (${got} of 512 bytes)`, offset);
       }
-      let buf = src.blockBuf;
-      let off = src.blockOff;
+      const buf = src.blockBuf;
+      const off = src.blockOff;
       if (isZeroBlock(buf, off)) {
         if (pending) throw this.error("an extended header is followed by a zero block", offset);
         const second = await src.readBlock();
@@ -350,9 +350,7 @@ class Reader {
         }
         continue;
       }
-      // A regular header: parse every field before any further read can move the block.
-      buf = src.blockBuf;
-      off = src.blockOff;
+      // A regular header: every field is parsed before any further read can reuse the block.
       return await this.#buildHeader(buf, off, offset, pax, longName, longLink);
     }
   }
@@ -736,6 +734,9 @@ async function* entryBody(r: Reader, id: number, size: number): AsyncGenerator<U
  * are merged into the following entry. The archive ends at two zero blocks, at one zero block
  * followed by the end of the source, or at the end of the source on a block boundary.
  * Malformed or truncated input throws {@linkcode TarError}.
+ *
+ * Nothing is kept from a chunk once the next one is requested (PAX values are copied), so a
+ * source may reuse its buffer as long as the consumer is done with the body views it was given.
  *
  * @example List an archive
  * ```ts
