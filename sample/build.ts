@@ -9,8 +9,7 @@
 import { createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
 import { join, relative } from "node:path";
-import { TarWriter } from "../diff/tar/mod.ts";
-import type { TarHeader } from "../diff/tar/mod.ts";
+import { createTar, type TarInput } from "../diff/tar/mod.ts";
 import { defaultPlatformSpec } from "../images/platforms.ts";
 import {
   MEDIA_TYPE_OCI_CONFIG,
@@ -73,16 +72,8 @@ async function layerTar(
   layer: SampleSpec["layers"][number],
   mtime: number,
 ): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  const tar = new TarWriter((c) => {
-    chunks.push(c.slice());
-    return Promise.resolve();
-  });
   const base = { uid: 0, gid: 0, mtime: { sec: mtime, nsec: 0 } };
-  const entries: {
-    header: Partial<TarHeader> & Pick<TarHeader, "name" | "type">;
-    body?: Uint8Array;
-  }[] = [];
+  const entries: TarInput[] = [];
   for (const { path, isDir } of await listTree(dir)) {
     const mode = layer.modes[path] ? parseInt(layer.modes[path]!, 8) : isDir ? 0o755 : 0o644;
     if (isDir) {
@@ -113,15 +104,7 @@ async function layerTar(
     };
     entries.push(e.type === "file" ? { header, body: new Uint8Array(0) } : { header });
   }
-  for (const e of entries) await tar.add(e.header, e.body);
-  await tar.finish();
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
+  return await createTar(entries);
 }
 
 /**

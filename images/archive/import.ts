@@ -340,17 +340,12 @@ function jsonBytes(value: unknown): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(value));
 }
 
-async function putJson(
+function putJson(
   stores: ArchiveStores,
   value: unknown,
   mediaType: string,
 ): Promise<Descriptor> {
-  const bytes = jsonBytes(value);
-  const digest = "sha256:" + createHash("sha256").update(bytes).digest("hex");
-  await stores.content.writeBlob(`${mediaType}-${digest}`, bytes, {
-    expected: { digest, size: bytes.length },
-  });
-  return { mediaType, digest, size: bytes.length };
+  return putBytes(stores, jsonBytes(value), mediaType);
 }
 
 interface DockerManifestEntry {
