@@ -87,7 +87,7 @@ export interface ImportResult {
  */
 export async function importArchive(
   stores: ArchiveStores,
-  source: string | ReadableStream<Uint8Array>,
+  source: string | AsyncIterable<Uint8Array>,
   options: ImportOptions = {},
 ): Promise<ImportResult> {
   const label = typeof source === "string" ? source : "standard input";
@@ -113,9 +113,23 @@ async function statOrUndefined(path: string): Promise<Deno.FileInfo | undefined>
   }
 }
 
-async function openFile(path: string): Promise<ReadableStream<Uint8Array>> {
+/** Reads a file in 1 MiB pieces (a file's `readable` gives 64 KiB ones, which costs ~30%). */
+async function* readChunks(file: Deno.FsFile): AsyncGenerator<Uint8Array> {
   try {
-    return (await Deno.open(path)).readable;
+    for (;;) {
+      const buf = new Uint8Array(1 << 20);
+      const n = await file.read(buf);
+      if (n === null) return;
+      yield buf.subarray(0, n);
+    }
+  } finally {
+    file.close();
+  }
+}
+
+async function openFile(path: string): Promise<AsyncIterable<Uint8Array>> {
+  try {
+    return readChunks(await Deno.open(path));
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) {
       throw new NotFound(`Cannot import "${path}": it does not exist`);
@@ -125,15 +139,14 @@ async function openFile(path: string): Promise<ReadableStream<Uint8Array>> {
 }
 
 /** Yields the stream's bytes, gunzipped when they start with the gzip magic. */
-async function* maybeGunzip(stream: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array> {
-  const reader = stream.getReader();
-  const first = await reader.read();
-  reader.releaseLock();
+async function* maybeGunzip(stream: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const it = stream[Symbol.asyncIterator]();
+  const first = await it.next();
   if (first.done) return;
-  const head = first.value;
+  const head: Uint8Array = first.value;
   const rest = (async function* () {
     yield head;
-    yield* stream;
+    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
   })();
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
     const gunzip = Readable.from(rest).pipe(createGunzip({ chunkSize: 1 << 20 }));
@@ -164,7 +177,7 @@ function digestFromPath(path: string): string | undefined {
 
 async function importTar(
   stores: ArchiveStores,
-  stream: ReadableStream<Uint8Array>,
+  stream: AsyncIterable<Uint8Array>,
   label: string,
 ): Promise<{ index: Descriptor; format: ImportResult["format"] }> {
   const files = new Map<string, ArchiveFile>();
@@ -500,7 +513,7 @@ async function copyLayoutBlob(stores: ArchiveStores, dir: string, desc: Descript
     throw err;
   }
   try {
-    await stores.content.writeBlob(`import-${desc.digest}`, file.readable, {
+    await stores.content.writeBlob(`import-${desc.digest}`, readChunks(file), {
       expected: { digest: desc.digest, size: desc.size },
     });
   } catch (err) {
