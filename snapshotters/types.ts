@@ -29,7 +29,7 @@ export interface Usage {
 }
 
 /** Options of {@linkcode Snapshotter.prepare} and {@linkcode Snapshotter.view}. */
-export interface CreateOptions {
+export interface SnapshotCreateOptions {
   /** The committed snapshot to start from; none means an empty directory. */
   parent?: string;
   /** Labels of the new snapshot. */
@@ -37,7 +37,7 @@ export interface CreateOptions {
 }
 
 /** Options of {@linkcode Snapshotter.commit}. */
-export interface CommitOptions {
+export interface SnapshotCommitOptions {
   /** Labels of the committed snapshot (the active's labels are not inherited). */
   labels?: Record<string, string>;
   /** Parent to set when the active snapshot has none (the `rebase` capability). */
@@ -45,7 +45,7 @@ export interface CommitOptions {
 }
 
 /** Options of {@linkcode Snapshotter.update}. */
-export interface UpdateOptions {
+export interface SnapshotUpdateOptions {
   /** `labels` (replace all) or `labels.<key>` (set one; an empty value removes it). */
   fieldpaths?: string[];
 }
@@ -83,7 +83,7 @@ export interface Snapshotter {
    */
   update(
     info: { name: string; labels: Record<string, string> },
-    options?: UpdateOptions,
+    options?: SnapshotUpdateOptions,
   ): Promise<SnapshotInfo>;
   /**
    * Disk usage: live for active, stored at commit for committed, zero for views.
@@ -103,14 +103,14 @@ export interface Snapshotter {
    * @param key The new key.
    * @param options Parent and labels.
    */
-  prepare(key: string, options?: CreateOptions): Promise<Mount[]>;
+  prepare(key: string, options?: SnapshotCreateOptions): Promise<Mount[]>;
   /**
    * Creates a read-only view.
    *
    * @param key The new key.
    * @param options Parent and labels.
    */
-  view(key: string, options?: CreateOptions): Promise<Mount[]>;
+  view(key: string, options?: SnapshotCreateOptions): Promise<Mount[]>;
   /**
    * Commits an active snapshot under a new name; the active key is gone afterwards.
    *
@@ -118,7 +118,7 @@ export interface Snapshotter {
    * @param key The active key.
    * @param options Labels and a rebase parent.
    */
-  commit(name: string, key: string, options?: CommitOptions): Promise<void>;
+  commit(name: string, key: string, options?: SnapshotCommitOptions): Promise<void>;
   /**
    * Removes a snapshot (children first).
    *
