@@ -24,11 +24,12 @@ import { loadConfig } from "./cli/_config.ts";
 import { contentGroup } from "./cli/content.ts";
 import { imagesGroup } from "./cli/images.ts";
 import { importCommand } from "./cli/import.ts";
+import { mountCommand, snapshotsGroup, unmountCommand } from "./cli/snapshots.ts";
 
 const VERSION = "0.1.0";
 
-const GROUPS: CommandGroup[] = [imagesGroup, contentGroup];
-const COMMANDS: Command[] = [importCommand];
+const GROUPS: CommandGroup[] = [imagesGroup, contentGroup, snapshotsGroup];
+const COMMANDS: Command[] = [importCommand, mountCommand, unmountCommand];
 
 function mainHelp(): string {
   const lines = [

@@ -19,6 +19,8 @@ import type {
   Platform,
 } from "./images/mod.ts";
 import { MetadataDb } from "./metadata/mod.ts";
+import { defaultSnapshotterName, openSnapshotter } from "./snapshotters/registry.ts";
+import type { Snapshotter } from "./snapshotters/types.ts";
 
 /** Options for {@linkcode Client.open}. */
 export interface ClientOptions {
@@ -70,6 +72,7 @@ export class Client {
   readonly images: ImageStore;
   /** The platform matcher used for images by default. */
   readonly platform: MatchComparer;
+  #snapshotters = new Map<string, Promise<Snapshotter>>();
 
   private constructor(root: string, platform: MatchComparer) {
     this.root = root;
@@ -101,8 +104,28 @@ export class Client {
     return new Image(this, this.images.get(name), options.platform ?? this.platform);
   }
 
-  /** Closes the database. */
+  /**
+   * Opens (once per client) a snapshotter of this root.
+   *
+   * @param name `overlayfs` or `native`; default `$STRATA_SNAPSHOTTER`, else `overlayfs` on Linux.
+   * @returns The snapshotter.
+   * @throws {NotFound} For an unknown name.
+   */
+  snapshotter(name?: string): Promise<Snapshotter> {
+    const n = name ?? Deno.env.get("STRATA_SNAPSHOTTER") ?? defaultSnapshotterName();
+    let sn = this.#snapshotters.get(n);
+    if (!sn) {
+      sn = openSnapshotter(n, { root: this.root, db: this.db });
+      this.#snapshotters.set(n, sn);
+      sn.catch(() => this.#snapshotters.delete(n));
+    }
+    return sn;
+  }
+
+  /** Closes the database; the snapshotters opened through this client hold nothing else. */
   close(): void {
+    for (const sn of this.#snapshotters.values()) sn.then((s) => s.close(), () => {});
+    this.#snapshotters.clear();
     this.db.close();
   }
 

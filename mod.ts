@@ -19,3 +19,5 @@ export * from "./errors.ts";
 export * from "./content/mod.ts";
 export * from "./images/mod.ts";
 export * from "./metadata/mod.ts";
+export * from "./mount/mod.ts";
+export * from "./snapshotters/mod.ts";
