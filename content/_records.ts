@@ -2,29 +2,16 @@
 // ingest writer.
 import { createHash, type Hash } from "node:crypto";
 import type { MetadataDb, Row } from "../metadata/db.ts";
-import { InvalidArgument } from "../errors.ts";
+import { checkLabels } from "../metadata/labels.ts";
 import type { ContentInfo } from "./types.ts";
 
-/** Largest key + value of one label, in bytes (containerd's limit). */
-export const MAX_LABEL_BYTES = 4096;
+export { MAX_LABEL_BYTES } from "../metadata/labels.ts";
 
 /** Size of the buffer used to read blob and ingest files. */
 export const READ_CHUNK = 1 << 20;
 
-const encoder = new TextEncoder();
-
 export function validateLabels(labels: Record<string, string>, action: string): void {
-  for (const [key, value] of Object.entries(labels)) {
-    if (typeof value !== "string") {
-      throw new InvalidArgument(`${action}: label "${key}" has a value that is not a string`);
-    }
-    const bytes = encoder.encode(key).length + encoder.encode(value).length;
-    if (bytes > MAX_LABEL_BYTES) {
-      throw new InvalidArgument(
-        `${action}: label "${key}" is ${bytes} bytes (key and value), the limit is ${MAX_LABEL_BYTES}`,
-      );
-    }
-  }
+  checkLabels(labels, action);
 }
 
 /** Returns a copy of `labels` without empty values (empty values are never stored). */

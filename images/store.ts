@@ -5,6 +5,7 @@
  * @module
  */
 
+import { checkLabels } from "../metadata/labels.ts";
 import { AlreadyExists, InvalidArgument, NotFound } from "../errors.ts";
 import type { MetadataDb, Row } from "../metadata/db.ts";
 import { parseFilters, recordAdaptor } from "../metadata/filters.ts";
@@ -12,7 +13,6 @@ import { isValidDigest } from "./digest.ts";
 import type { Descriptor, ImageRecord } from "./types.ts";
 
 /** The largest size of a label, key and value together, in UTF-8 bytes. */
-const MAX_LABEL_BYTES = 4096;
 
 /** What is given to create or replace an image record. */
 export interface ImageInput {
@@ -77,16 +77,7 @@ function prepare(image: ImageUpdate, action: string): Stored {
   const fail = (why: string): never => {
     throw new InvalidArgument(`Cannot ${action} image "${image.name}": ${why}`);
   };
-  const labels = withoutEmpty(image.labels);
-  const encoder = new TextEncoder();
-  for (const [k, v] of Object.entries(labels)) {
-    const bytes = encoder.encode(k).length + encoder.encode(v).length;
-    if (bytes > MAX_LABEL_BYTES) {
-      fail(
-        `label "${k}" is too long: key and value are ${bytes} bytes, the limit is ${MAX_LABEL_BYTES}`,
-      );
-    }
-  }
+  const labels = checkLabels(image.labels ?? {}, `Cannot ${action} image "${image.name}"`);
   const t: Partial<Descriptor> | undefined = image.target;
   if (t === undefined || t === null) return fail("the target is missing");
   if (typeof t.digest !== "string" || !isValidDigest(t.digest)) {

@@ -13,3 +13,4 @@
  */
 export * from "./db.ts";
 export * from "./filters.ts";
+export * from "./labels.ts";

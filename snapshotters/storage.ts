@@ -1,10 +1,11 @@
+import { checkLabels, MAX_LABEL_BYTES } from "../metadata/labels.ts";
 import type { MetadataDb, Row } from "../metadata/db.ts";
 import { parseFilters, recordAdaptor } from "../metadata/filters.ts";
 import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound } from "../errors.ts";
 import type { Kind, SnapshotInfo, Usage } from "./types.ts";
 
 /** Largest key + value of one label, in bytes (containerd's limit). */
-export const MAX_SNAPSHOT_LABEL_BYTES = 4096;
+export const MAX_SNAPSHOT_LABEL_BYTES: number = MAX_LABEL_BYTES;
 
 /** What a snapshotter needs to lay out an active or view snapshot. */
 export interface StoredSnapshot {
@@ -59,8 +60,6 @@ export interface RemovedSnapshot {
   /** The removed record's kind. */
   kind: Kind;
 }
-
-const encoder = new TextEncoder();
 
 /**
  * containerd's `core/snapshots/storage` over the shared SQLite database: the records of one
@@ -473,22 +472,4 @@ function rowToInfo(row: Row): SnapshotInfo {
     updated: new Date(String(row.updated_at)),
   };
   return info;
-}
-
-/** Validates label sizes and returns the labels without empty values. */
-function checkLabels(labels: Record<string, string>, action: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [key, value] of Object.entries(labels)) {
-    if (typeof value !== "string") {
-      throw new InvalidArgument(`${action}: label "${key}" has a value that is not a string`);
-    }
-    const bytes = encoder.encode(key).length + encoder.encode(value).length;
-    if (bytes > MAX_SNAPSHOT_LABEL_BYTES) {
-      throw new InvalidArgument(
-        `${action}: label "${key}" is ${bytes} bytes (key and value), the limit is ${MAX_SNAPSHOT_LABEL_BYTES}`,
-      );
-    }
-    if (value !== "") out[key] = value;
-  }
-  return out;
 }
