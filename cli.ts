@@ -25,11 +25,18 @@ import { contentGroup } from "./cli/content.ts";
 import { imagesGroup } from "./cli/images.ts";
 import { importCommand } from "./cli/import.ts";
 import { mountCommand, snapshotsGroup, unmountCommand } from "./cli/snapshots.ts";
+import { rootfsCommand, unpackCommand } from "./cli/unpack.ts";
 
 const VERSION = "0.1.0";
 
 const GROUPS: CommandGroup[] = [imagesGroup, contentGroup, snapshotsGroup];
-const COMMANDS: Command[] = [importCommand, mountCommand, unmountCommand];
+const COMMANDS: Command[] = [
+  importCommand,
+  unpackCommand,
+  rootfsCommand,
+  mountCommand,
+  unmountCommand,
+];
 
 function mainHelp(): string {
   const lines = [
@@ -130,6 +137,26 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
       err(`strata: unknown command "${name}"; run 'strata --help' for the list`);
       return 2;
     }
+    // Shared options given before the command move after it: `snapshots --snapshotter x ls`.
+    const shared: string[] = [];
+    let j = 1;
+    for (;;) {
+      const a = rest[j];
+      const opt = group.sharedOptions?.find((o) => a === `--${o}` || a?.startsWith(`--${o}=`));
+      if (a === undefined || opt === undefined) break;
+      if (a.includes("=")) {
+        shared.push(a);
+        j += 1;
+      } else {
+        if (rest[j + 1] === undefined) {
+          err(`strata ${group.name}: option "${a}" needs a value`);
+          return 2;
+        }
+        shared.push(a, rest[j + 1]!);
+        j += 2;
+      }
+    }
+    rest.splice(1, j - 1);
     const sub = rest[1];
     if (sub === undefined || sub === "--help" || sub === "-h" || sub === "help") {
       out(groupHelp("strata", group));
@@ -140,7 +167,7 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
       err(`strata ${group.name}: unknown command "${sub}"; run 'strata ${group.name} --help'`);
       return 2;
     }
-    return await runCommand(ctx, `strata ${group.name}`, leaf, rest.slice(2));
+    return await runCommand(ctx, `strata ${group.name}`, leaf, [...rest.slice(2), ...shared]);
   } catch (e) {
     if (e instanceof StrataError) {
       err(`strata: ${e.message}`);

@@ -49,6 +49,11 @@ export interface CommandGroup {
   aliases?: string[];
   summary: string;
   commands: Command[];
+  /**
+   * String options that may also stand before the command (`strata snapshots --snapshotter
+   * native ls`); they are passed on to the command.
+   */
+  sharedOptions?: string[];
 }
 
 /** Formats the help text of a command. */

@@ -68,6 +68,7 @@ export const snapshotsGroup: CommandGroup = {
   name: "snapshots",
   aliases: ["snapshot"],
   summary: "Manage snapshots (ls, tree, info, mounts, prepare, view, commit, rm, usage, label)",
+  sharedOptions: ["snapshotter"],
   commands: [
     leaf(
       "ls",

@@ -41,7 +41,15 @@ for (const snapshotter of ["native", "overlayfs"]) {
       assert.match(ls.out, /^KEY\s+PARENT\s+KIND/);
       assert.match(ls.out, /base\s+Committed/);
       assert.match(ls.out, /child\s+base\s+Active/);
-      const tree = await s("tree");
+      // --snapshotter may also stand before the command, as with ctr.
+      const tree = await strata([
+        "--root",
+        root,
+        "snapshots",
+        "--snapshotter",
+        snapshotter,
+        "tree",
+      ]);
       assert.equal(tree.out, "base\n\\_ child");
       const info = JSON.parse((await s("info", "child")).out);
       assert.equal(info.kind, "active");
