@@ -25,7 +25,7 @@ import { contentGroup } from "./cli/content.ts";
 import { imagesGroup } from "./cli/images.ts";
 import { importCommand } from "./cli/import.ts";
 import { mountCommand, snapshotsGroup, unmountCommand } from "./cli/snapshots.ts";
-import { rootfsCommand, unpackCommand } from "./cli/unpack.ts";
+import { applyCommand, rootfsCommand, unpackCommand } from "./cli/unpack.ts";
 
 const VERSION = "0.1.0";
 
@@ -34,6 +34,7 @@ const COMMANDS: Command[] = [
   importCommand,
   unpackCommand,
   rootfsCommand,
+  applyCommand,
   mountCommand,
   unmountCommand,
 ];

@@ -21,6 +21,9 @@ import type {
 import { MetadataDb } from "./metadata/mod.ts";
 import { defaultSnapshotterName, openSnapshotter } from "./snapshotters/registry.ts";
 import type { Snapshotter } from "./snapshotters/types.ts";
+import { unpackImage, type UnpackOptions, type UnpackResult } from "./unpack/unpack.ts";
+import { chainId } from "./images/manifest.ts";
+import { isNotFound } from "./errors.ts";
 
 /** Options for {@linkcode Client.open}. */
 export interface ClientOptions {
@@ -236,6 +239,41 @@ export class Image {
   async rootFS(): Promise<string[]> {
     this.#diffIds ??= await rootFS(this.#client.content, await this.config());
     return this.#diffIds;
+  }
+
+  /**
+   * Unpacks the image into a snapshotter (see {@linkcode unpackImage}).
+   *
+   * @param snapshotter The snapshotter's name; default the client's.
+   * @param options Platform check, syncfs, progress.
+   * @returns The top chain ID and what was applied.
+   */
+  unpack(
+    snapshotter?: string,
+    options: Omit<UnpackOptions, "snapshotter" | "platform"> = {},
+  ): Promise<UnpackResult> {
+    return unpackImage(this.#client, this.#record, {
+      ...options,
+      platform: this.#platform,
+      ...(snapshotter !== undefined ? { snapshotter } : {}),
+    });
+  }
+
+  /**
+   * Whether the image's top snapshot (the chain ID of its diff IDs) is committed in a snapshotter.
+   *
+   * @param snapshotter The snapshotter's name; default the client's.
+   * @returns `true` when unpacked.
+   */
+  async isUnpacked(snapshotter?: string): Promise<boolean> {
+    const sn = await this.#client.snapshotter(snapshotter);
+    try {
+      const info = await sn.stat(chainId(await this.rootFS()));
+      return info.kind === "committed";
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
   }
 
   /**

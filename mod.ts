@@ -21,3 +21,5 @@ export * from "./images/mod.ts";
 export * from "./metadata/mod.ts";
 export * from "./mount/mod.ts";
 export * from "./snapshotters/mod.ts";
+export * from "./diff/mod.ts";
+export * from "./unpack/mod.ts";

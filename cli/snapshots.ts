@@ -1,4 +1,5 @@
 import { InvalidArgument } from "../errors.ts";
+import { compareSnapshot } from "../diff/compare.ts";
 import { mountAll, unmountAll } from "../mount/mod.ts";
 import type { SnapshotInfo, Snapshotter } from "../snapshotters/mod.ts";
 import {
@@ -67,7 +68,8 @@ function leaf(
 export const snapshotsGroup: CommandGroup = {
   name: "snapshots",
   aliases: ["snapshot"],
-  summary: "Manage snapshots (ls, tree, info, mounts, prepare, view, commit, rm, usage, label)",
+  summary:
+    "Manage snapshots (ls, tree, info, mounts, prepare, view, commit, rm, usage, label, diff)",
   sharedOptions: ["snapshotter"],
   commands: [
     leaf(
@@ -212,6 +214,29 @@ export const snapshotsGroup: CommandGroup = {
         ) ctx.out(l);
       },
       { bytes: { type: "boolean", short: "b", help: "Show sizes in bytes" } },
+    ),
+    leaf(
+      "diff",
+      "Write the changes of a snapshot against its parent as a layer blob; prints its descriptor",
+      "diff [--snapshotter NAME] [--media-type TYPE] [--ref REF] KEY",
+      [1, 1],
+      async (ctx, values, [key]) => {
+        const sn = await snapshotterFor(ctx, values);
+        const client = await ctx.client();
+        const result = await compareSnapshot(client.content, sn, key!, {
+          ...(typeof values["media-type"] === "string" ? { mediaType: values["media-type"] } : {}),
+          ...(typeof values.ref === "string" ? { ref: values.ref } : {}),
+        });
+        ctx.out(JSON.stringify({ ...result.descriptor, diffId: result.diffId }, null, 2));
+      },
+      {
+        "media-type": {
+          type: "string",
+          arg: "TYPE",
+          help: "application/vnd.oci.image.layer.v1.tar[+gzip|+zstd] (default +gzip)",
+        },
+        ref: { type: "string", arg: "REF", help: "Ingest reference for the blob" },
+      },
     ),
     leaf(
       "label",
