@@ -1,7 +1,7 @@
 import { applyLayer } from "../diff/apply.ts";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../errors.ts";
 import { imageLayers } from "../images/manifest.ts";
-import { type Command, type CommandContext, type Values } from "./_command.ts";
+import type { Command, CommandContext, Values } from "./_command.ts";
 import { findImage, platformOption } from "./_images.ts";
 
 /** Whether to syncfs: `--sync-fs`/`--no-sync-fs`, else `[unpack] sync_fs`, else the default. */
