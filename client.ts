@@ -290,16 +290,27 @@ export class Image {
    * The content the image uses in the store.
    *
    * @param options `manifestLimit` restricts to the best N manifests for the image's platform;
-   *   `manifestOnly` trusts declared sizes.
+   *   `manifestOnly` trusts declared sizes; `snapshots` adds the sizes of the snapshots the config
+   *   references (`containerd.io/gc.ref.snapshot.<name>`; each chain's snapshot only, as
+   *   containerd does).
    * @returns The size in bytes.
    */
-  usage(options: { manifestLimit?: number; manifestOnly?: boolean } = {}): Promise<number> {
+  usage(
+    options: { manifestLimit?: number; manifestOnly?: boolean; snapshots?: boolean } = {},
+  ): Promise<number> {
     const content = this.#client.content;
     return imageUsage(content, this.target, {
       ...(options.manifestLimit !== undefined
         ? { manifestLimit: options.manifestLimit, platform: this.#platform }
         : { platform: allPlatforms }),
       ...(options.manifestOnly !== undefined ? { manifestOnly: options.manifestOnly } : {}),
+      ...(options.snapshots
+        ? {
+          snapshots: true,
+          snapshotUsage: async (name: string, key: string) =>
+            (await (await this.#client.snapshotter(name)).usage(key)).size,
+        }
+        : {}),
       info: (digest: string) => content.info(digest),
     });
   }
