@@ -23,3 +23,5 @@ export * from "./mount/mod.ts";
 export * from "./snapshotters/mod.ts";
 export * from "./diff/mod.ts";
 export * from "./unpack/mod.ts";
+export * from "./leases/mod.ts";
+export * from "./gc/mod.ts";

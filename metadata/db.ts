@@ -66,6 +66,23 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX snapshots_parent ON snapshots (snapshotter, parent);
     `,
   },
+  {
+    version: 3,
+    sql: `
+      CREATE TABLE leases (
+        id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}'
+      );
+      CREATE TABLE lease_resources (
+        lease_id TEXT NOT NULL REFERENCES leases (id) ON DELETE CASCADE,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (lease_id, type, id)
+      );
+      CREATE INDEX lease_resources_object ON lease_resources (type, id);
+    `,
+  },
 ];
 
 /** Options for {@linkcode MetadataDb.open}. */

@@ -14,6 +14,8 @@ import {
 } from "../images/mod.ts";
 import type { Descriptor, ImageRecord, MatchComparer, Platform } from "../images/mod.ts";
 import { anyPlatform } from "../images/platforms.ts";
+import { LeaseManager, type LeaseResource, withLease } from "../leases/leases.ts";
+import type { MetadataDb } from "../metadata/db.ts";
 import type { Snapshotter } from "../snapshotters/types.ts";
 import { withKeyLock } from "./_lock.ts";
 
@@ -36,6 +38,11 @@ export interface UnpackTarget {
   content: ContentStore;
   /** Opens a snapshotter by name (default when omitted). */
   snapshotter(name?: string): Promise<Snapshotter>;
+  /**
+   * The metadata database. When given, the unpack runs under a lease (24 hours) that pins the
+   * image's blobs and every snapshot it uses or makes, so a concurrent prune removes none of them.
+   */
+  db?: MetadataDb;
 }
 
 /** Options for {@linkcode unpackImage}. */
@@ -91,6 +98,7 @@ export interface UnpackResult {
  * unpack that committed the same chain first counts as success. Layers are serialised per chain
  * ID within the process and across processes. Afterwards each applied layer blob carries
  * `containerd.io/uncompressed` and the config blob `containerd.io/gc.ref.snapshot.<name>`.
+ * With `target.db`, the work runs under a temporary lease, deleted at the end.
  *
  * @example Unpack an image into the native snapshotter
  * ```ts ignore
@@ -111,11 +119,37 @@ export async function unpackImage(
   image: ImageRecord,
   options: UnpackOptions = {},
 ): Promise<UnpackResult> {
+  if (target.db === undefined) return await unpackPinned(target, image, options, () => {});
+  const leases = new LeaseManager(target.db);
+  return await withLease(
+    leases,
+    (lease) =>
+      unpackPinned(target, image, options, (resources) => leases.addResources(lease.id, resources)),
+  );
+}
+
+/** The unpack; `pin` adds a resource to the lease before it is used or made. */
+async function unpackPinned(
+  target: UnpackTarget,
+  image: ImageRecord,
+  options: UnpackOptions,
+  pin: (resources: LeaseResource[]) => void,
+): Promise<UnpackResult> {
   const content = target.content;
   const platformOpt = options.platform ? { platform: options.platform } : {};
-  const { manifest } = await resolveManifest(content, image.target, platformOpt);
+  const { descriptor, manifest } = await resolveManifest(content, image.target, platformOpt);
   const layers = await imageLayers(content, image.target, platformOpt);
   const snapshotter = await target.snapshotter(options.snapshotter);
+  const snapshotType = `snapshots/${snapshotter.name}`;
+  // One transaction: the blobs and every chain ID, before any of them is checked or made.
+  pin([
+    ...[image.target, descriptor, manifest.config, ...layers.map((l) => l.blob)].map((d) => ({
+      type: "content",
+      id: d.digest,
+    })),
+    ...chainIds(layers.map((l) => l.diffId)).map((id) => ({ type: snapshotType, id })),
+  ]);
+  const pinSnapshot = (key: string) => pin([{ type: snapshotType, id: key }]);
   if (options.checkPlatform ?? true) {
     const config = await readImageConfig(content, manifest.config);
     const p: Platform = { os: config.os, architecture: config.architecture };
@@ -160,6 +194,7 @@ export async function unpackImage(
           diffId: layer.diffId,
           syncFs: options.syncFs ?? false,
           signal: options.signal,
+          pin: pinSnapshot,
         });
         options.onLayer?.({ ...event, state: "extracted", skipped });
         return true;
@@ -209,6 +244,7 @@ async function applyOne(
     diffId: string;
     syncFs: boolean;
     signal: AbortSignal | undefined;
+    pin: (key: string) => void;
   },
 ): Promise<number> {
   const labels: Record<string, string> = {
@@ -220,6 +256,7 @@ async function applyOne(
   let mounts;
   for (let attempt = 0;; attempt++) {
     try {
+      layer.pin(key);
       mounts = await snapshotter.prepare(key, {
         labels,
         ...(layer.parent ? { parent: layer.parent } : {}),

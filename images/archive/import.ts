@@ -21,6 +21,9 @@ import {
   MEDIA_TYPE_OCI_INDEX,
 } from "../media_types.ts";
 import { allPlatforms, normalizePlatform } from "../platforms.ts";
+import { leasedContentStore } from "../../leases/content.ts";
+import { LeaseManager, withLease } from "../../leases/leases.ts";
+import type { MetadataDb } from "../../metadata/db.ts";
 import { normalizeReference, parseNormalizedReference } from "../reference.ts";
 import type { Descriptor, ImageRecord, Index, MatchComparer, Platform } from "../types.ts";
 import { parseImageConfig, parseIndex } from "../validate.ts";
@@ -31,6 +34,12 @@ import {
   type ArchiveStores,
   MAX_JSON_SIZE,
 } from "./_stores.ts";
+
+/** The stores {@linkcode importArchive} writes to; with `db`, the import runs under a lease. */
+export interface ImportStores extends ArchiveStores {
+  /** The metadata database of the root, for the import's lease. */
+  db?: MetadataDb;
+}
 
 /** Options for {@linkcode importArchive}. */
 export interface ImportOptions {
@@ -72,6 +81,10 @@ export interface ImportResult {
  * with no name is named `<prefix>@<digest>` so that nothing imported is left unnamed (containerd
  * would skip it).
  *
+ * With `stores.db` (a `Client` has it) the import runs under a temporary lease (24 hours, deleted
+ * at the end) that pins every blob and ingest before it is looked at or written, so a concurrent
+ * prune cannot remove blobs before the image records that reference them exist.
+ *
  * @example Import an OCI layout directory
  * ```ts ignore
  * import { Client, importArchive } from "@strata/strata";
@@ -86,9 +99,24 @@ export interface ImportResult {
  * @returns The images created and the index imported.
  */
 export async function importArchive(
-  stores: ArchiveStores,
+  stores: ImportStores,
   source: string | AsyncIterable<Uint8Array>,
   options: ImportOptions = {},
+): Promise<ImportResult> {
+  if (stores.db === undefined) return await importUnleased(stores, source, options);
+  const leases = new LeaseManager(stores.db);
+  return await withLease(leases, (lease) =>
+    importUnleased(
+      { content: leasedContentStore(stores.content, leases, lease.id), images: stores.images },
+      source,
+      options,
+    ));
+}
+
+async function importUnleased(
+  stores: ArchiveStores,
+  source: string | AsyncIterable<Uint8Array>,
+  options: ImportOptions,
 ): Promise<ImportResult> {
   const label = typeof source === "string" ? source : "standard input";
   let index: Descriptor;
