@@ -26,6 +26,8 @@ import { imagesGroup } from "./cli/images.ts";
 import { importCommand } from "./cli/import.ts";
 import { mountCommand, snapshotsGroup, unmountCommand } from "./cli/snapshots.ts";
 import { applyCommand, rootfsCommand, unpackCommand } from "./cli/unpack.ts";
+import { checkCommand } from "./cli/check.ts";
+import { pruneCommand } from "./cli/prune.ts";
 
 const VERSION = "0.1.0";
 
@@ -35,6 +37,8 @@ const COMMANDS: Command[] = [
   unpackCommand,
   rootfsCommand,
   applyCommand,
+  checkCommand,
+  pruneCommand,
   mountCommand,
   unmountCommand,
 ];

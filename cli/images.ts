@@ -10,12 +10,18 @@ import {
 } from "../images/mod.ts";
 import { type CommandGroup, formatLabels, humanSize, parseLabelArgs, table } from "./_command.ts";
 import { findImage, platformOption } from "./_images.ts";
+import {
+  imagesCheckCommand,
+  imagesMountCommand,
+  imagesUnmountCommand,
+  imagesUsageCommand,
+} from "./check.ts";
 
 /** `strata images ...`: the image store. */
 export const imagesGroup: CommandGroup = {
   name: "images",
   aliases: ["image", "i"],
-  summary: "Manage images (list, inspect, tag, remove, export)",
+  summary: "Manage images (list, inspect, tag, remove, export, check, usage, mount, unmount)",
   commands: [
     {
       name: "ls",
@@ -204,5 +210,9 @@ export const imagesGroup: CommandGroup = {
         ctx.err(`exported ${records.map((r) => r.name).join(", ")} to ${output}`);
       },
     },
+    imagesCheckCommand,
+    imagesUsageCommand,
+    imagesMountCommand,
+    imagesUnmountCommand,
   ],
 };

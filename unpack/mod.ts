@@ -13,3 +13,4 @@
  * @module
  */
 export * from "./unpack.ts";
+export * from "./check.ts";
