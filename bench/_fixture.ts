@@ -15,6 +15,8 @@ export const FIXTURE_TAG = "bench";
 
 /** A ready fixture. */
 export interface Fixture {
+  /** A short name for tables: `umoci`, or the source tag (`app`, `many`). */
+  name: string;
   /** A one-line description of where the image came from. */
   source: string;
   /** An OCI layout directory holding exactly the one image, tagged {@linkcode FIXTURE_TAG}. */
@@ -31,6 +33,8 @@ export interface Fixture {
   layerBytes: number[];
   /** The layer media type of the first layer. */
   layerMediaType: string;
+  /** The layers' uncompressed digests (the config's diff IDs), bottom first. */
+  diffIds: string[];
   /** Files, directories and links in the image's layers, when known (umoci fixtures). */
   entries?: number;
   /** Bytes of the source trees, when known (umoci fixtures). */
@@ -72,7 +76,15 @@ function blobPath(layout: string, digest: string): string {
  */
 async function measureLayout(
   layout: string,
-): Promise<{ blobBytes: number; blobs: string[]; layerBytes: number[]; layerMediaType: string }> {
+): Promise<
+  {
+    blobBytes: number;
+    blobs: string[];
+    layerBytes: number[];
+    layerMediaType: string;
+    diffIds: string[];
+  }
+> {
   const index = await readJson(join(layout, "index.json")) as { manifests?: Descriptor[] };
   const top = index.manifests?.[0];
   if (!top) throw new FailedPrecondition(`Cannot read fixture "${layout}": index.json is empty`);
@@ -89,7 +101,22 @@ async function measureLayout(
   const layerBytes = manifest.layers.map((l) => l.size);
   const blobBytes = top.size + manifest.config.size + layerBytes.reduce((a, b) => a + b, 0);
   const blobs = [top.digest, manifest.config.digest, ...manifest.layers.map((l) => l.digest)];
-  return { blobBytes, blobs, layerBytes, layerMediaType: manifest.layers[0]?.mediaType ?? "" };
+  const config = await readJson(blobPath(layout, manifest.config.digest)) as {
+    rootfs?: { diff_ids?: string[] };
+  };
+  const diffIds = config.rootfs?.diff_ids ?? [];
+  if (diffIds.length !== layerBytes.length) {
+    throw new FailedPrecondition(
+      `Cannot read fixture "${layout}": ${layerBytes.length} layers but ${diffIds.length} diff IDs`,
+    );
+  }
+  return {
+    blobBytes,
+    blobs,
+    layerBytes,
+    layerMediaType: manifest.layers[0]?.mediaType ?? "",
+    diffIds,
+  };
 }
 
 /**
@@ -194,7 +221,7 @@ export async function umociFixture(cache: string, options: UmociFixtureOptions):
     options.log(`fixture built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
   return {
-    ...(await describe(dir, source, built)),
+    ...(await describe(dir, "umoci", source, built)),
     entries: counts.entries,
     treeBytes: counts.bytes,
   };
@@ -240,7 +267,7 @@ export async function layoutFixture(
     await normalise(`oci:${layout}:${tag}`, dir);
     built = true;
   }
-  return await describe(dir, `OCI layout ${layout}:${tag}`, built);
+  return await describe(dir, tag, `OCI layout ${layout}:${tag}`, built);
 }
 
 /**
@@ -277,6 +304,7 @@ export async function makeFixturesFixture(
 
 async function describe(
   dir: string,
+  name: string,
   source: string,
   built: boolean,
 ): Promise<Fixture> {
@@ -284,6 +312,7 @@ async function describe(
   const archive = join(dir, "image.tar");
   const m = await measureLayout(layout);
   return {
+    name,
     source,
     layout,
     archive,

@@ -228,3 +228,93 @@ export class Containerd {
     if (!options.keep) await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 }
+
+/**
+ * A throwaway Docker registry (Debian's `docker-registry`) on a free port of 127.0.0.1, storing
+ * its blobs in one directory, for timing containerd's pull-time unpack as
+ * `shared/tools/ctr-unpack-time.sh` does.
+ *
+ * @example
+ * ```ts ignore
+ * const registry = await Registry.start("/tmp/registry");
+ * console.log(registry.host);
+ * await registry.stop();
+ * ```
+ */
+export class Registry {
+  /** The directory holding the config, the blobs and the log. */
+  readonly dir: string;
+  /** `127.0.0.1:PORT`. */
+  readonly host: string;
+  #child: Deno.ChildProcess;
+
+  private constructor(dir: string, host: string, child: Deno.ChildProcess) {
+    this.dir = dir;
+    this.host = host;
+    this.#child = child;
+  }
+
+  /**
+   * Starts a registry in a fresh directory `dir` (removed first) and waits until it answers.
+   *
+   * @param dir The directory.
+   * @returns The running registry.
+   */
+  static async start(dir: string): Promise<Registry> {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.mkdir(dir, { recursive: true });
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const host = `127.0.0.1:${listener.addr.port}`;
+    listener.close();
+    const config = [
+      "version: 0.1",
+      "log:",
+      "  level: warn",
+      "  accesslog:",
+      "    disabled: true",
+      "storage:",
+      "  filesystem:",
+      `    rootdirectory: "${join(dir, "data")}"`,
+      "http:",
+      `  addr: "${host}"`,
+      "",
+    ].join("\n");
+    await Deno.writeTextFile(join(dir, "config.yml"), config);
+    const log = await Deno.open(join(dir, "log"), { write: true, create: true, truncate: true });
+    const child = new Deno.Command("docker-registry", {
+      args: ["serve", join(dir, "config.yml")],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    child.stderr.pipeTo(log.writable).catch(() => {});
+    const registry = new Registry(dir, host, child);
+    for (let i = 0; i < 100; i++) {
+      try {
+        const response = await fetch(`http://${host}/v2/`);
+        await response.body?.cancel();
+        if (response.ok) return registry;
+      } catch {
+        // Not listening yet.
+      }
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    await registry.stop();
+    throw new Unavailable(`Cannot start docker-registry in "${dir}": no answer after 10 s`);
+  }
+
+  /**
+   * Stops the registry and removes its directory.
+   *
+   * @returns Once stopped.
+   */
+  async stop(): Promise<void> {
+    try {
+      this.#child.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+    await this.#child.status;
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}

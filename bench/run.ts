@@ -1,6 +1,7 @@
 /**
- * Import and export throughput of `strata` side by side with its peers (containerd's `ctr` and
- * `skopeo`) on a real multi-layer image. Run with `deno task bench --help`.
+ * Import, export, layer apply and unpack times of `strata` side by side with its peers
+ * (containerd's `ctr`, `skopeo`, GNU `tar` and `umoci`) on real multi-layer images. Run with
+ * `deno task bench --help`.
  *
  * Every case runs its contenders alternately, each run with a fresh destination and (as root) a
  * dropped page cache, and times the whole command with a wall clock, process start included.
@@ -18,21 +19,32 @@ import {
   makeFixturesFixture,
   umociFixture,
 } from "./_fixture.ts";
-import { Containerd, dropCaches, have, mustRun, run, tail } from "./_proc.ts";
+import {
+  Containerd,
+  dropCaches,
+  have,
+  mustRun,
+  Registry,
+  run,
+  type RunResult,
+  tail,
+} from "./_proc.ts";
 import { replaceResults, resultsTable, type Series } from "./_report.ts";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BASE_NAME = "bench.local/strata-bench";
 const MAKE_FIXTURES = resolve(REPO, "..", "shared", "tools", "make-fixtures.sh");
 const IMAGE_NAME = `${BASE_NAME}:${FIXTURE_TAG}`;
-const CASES = ["startup", "import-archive", "import-layout", "export"] as const;
+const CASES = ["startup", "import-archive", "import-layout", "export", "apply", "unpack"] as const;
+const SNAPSHOTTERS = ["overlayfs", "native"] as const;
 type CaseName = typeof CASES[number];
 
 const HELP = `Usage: deno task bench [OPTIONS]
        (= deno run --allow-all bench/run.ts [OPTIONS])
 
-Times strata's import and export against ctr and skopeo on a real multi-layer image, alternating
-the tools, with a fresh destination and a dropped page cache (root only) before every run.
+Times strata's import, export, layer apply and unpack against ctr, skopeo, tar and umoci on real
+multi-layer images, alternating the tools, with a fresh destination and a dropped page cache (root
+only) before every run.
 
 Options:
   --runs N            Runs per tool and case (default 5)
@@ -42,7 +54,9 @@ Options:
                       make-fixtures: shared/tools/make-fixtures.sh output, either given with
                       --layout DIR:TAG or, with --layout TAG (default app), the copy cached under
                       --fixtures (built when missing: debootstrap from the Debian mirror, slow)
-  --layout DIR:TAG    Use this OCI layout's image instead of the umoci fixture
+  --layout DIR:TAG    Use this OCI layout's image instead of the umoci fixture; a comma-separated
+                      list runs the apply and unpack cases on each image (the other cases use the
+                      first)
   --layer1 PATHS      umoci fixture, layer 1 (comma-separated directories; default
                       /usr/lib/python3,/usr/lib/python3.11,/usr/lib/node_modules,/usr/lib/gcc)
   --layer2 PATHS      umoci fixture, layer 2 (default /usr/include)
@@ -62,8 +76,8 @@ interface Contender {
 interface Prepared {
   argv: string[];
   cwd?: string;
-  /** Checks the result of the first run (untimed). */
-  check?: () => Promise<void>;
+  /** Checks the result of the first run (untimed), given what the command printed. */
+  check?: (result: RunResult) => Promise<void>;
   cleanup: () => Promise<void>;
 }
 
@@ -144,16 +158,24 @@ function parseOptions(args: string[]): Options | undefined {
   };
 }
 
-async function loadFixture(o: Options): Promise<Fixture> {
+async function loadFixtures(o: Options): Promise<Fixture[]> {
   await Deno.mkdir(o.fixtures, { recursive: true });
+  const specs = (o.layout ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+  const fixtures: Fixture[] = [];
   if (o.fixture === "make-fixtures") {
     // DIR:TAG names existing make-fixtures.sh output; a bare TAG uses (or builds) the cached one.
-    const spec = o.layout ?? "app";
-    if (spec.includes(":")) return await layoutFixture(o.fixtures, spec, { log });
-    return await makeFixturesFixture(o.fixtures, spec, { script: MAKE_FIXTURES, log });
+    for (const spec of specs.length > 0 ? specs : ["app"]) {
+      fixtures.push(
+        spec.includes(":")
+          ? await layoutFixture(o.fixtures, spec, { log })
+          : await makeFixturesFixture(o.fixtures, spec, { script: MAKE_FIXTURES, log }),
+      );
+    }
+    return fixtures;
   }
-  if (o.layout) return await layoutFixture(o.fixtures, o.layout, { log });
-  return await umociFixture(o.fixtures, { layer1: o.layer1, layer2: o.layer2, log });
+  for (const spec of specs) fixtures.push(await layoutFixture(o.fixtures, spec, { log }));
+  if (fixtures.length > 0) return fixtures;
+  return [await umociFixture(o.fixtures, { layer1: o.layer1, layer2: o.layer2, log })];
 }
 
 async function firstLine(argv: string[]): Promise<string> {
@@ -247,7 +269,7 @@ function rmrf(path: string): Promise<void> {
 }
 
 /** What must be stopped when the benchmark ends or is interrupted. */
-const daemons = new Set<Containerd>();
+const daemons = new Set<Containerd | Registry>();
 
 async function startContainerd(dir: string): Promise<Containerd> {
   const c = await Containerd.start(dir);
@@ -255,9 +277,15 @@ async function startContainerd(dir: string): Promise<Containerd> {
   return c;
 }
 
-async function stopContainerd(c: Containerd): Promise<void> {
+async function stopDaemon(c: Containerd | Registry): Promise<void> {
   daemons.delete(c);
   await c.stop();
+}
+
+async function startRegistry(dir: string): Promise<Registry> {
+  const r = await Registry.start(dir);
+  daemons.add(r);
+  return r;
 }
 
 function strataImport(o: Options, f: Fixture, source: string): Contender {
@@ -295,7 +323,7 @@ function ctrImport(f: Fixture): Contender {
           f.archive,
         ],
         check: () => checkCtr(c.socket),
-        cleanup: () => stopContainerd(c),
+        cleanup: () => stopDaemon(c),
       };
     },
   };
@@ -317,9 +345,203 @@ function skopeoCopy(f: Fixture, source: string, dest: (scratch: string) => strin
   };
 }
 
+// ---------------------------------------------------------------------------------------------
+// apply: one layer blob into an empty directory.
+
+function layerBlob(f: Fixture, i: number): string {
+  const digest = f.blobs[2 + i] ?? "";
+  return join(f.layout, "blobs", ...digest.split(":"));
+}
+
+async function checkNotEmpty(dir: string): Promise<void> {
+  for await (const _ of Deno.readDir(dir)) return;
+  throw new FailedPrecondition(`Cannot verify "${dir}": it is empty`);
+}
+
+function strataApply(o: Options, f: Fixture, i: number): Contender {
+  return {
+    tool: "strata",
+    async prepare(scratch) {
+      const dir = join(scratch, "rootfs");
+      await Deno.mkdir(dir);
+      return {
+        argv: [...o.strata, "apply", layerBlob(f, i), dir],
+        cwd: REPO,
+        check: async (r) => {
+          await checkNotEmpty(dir);
+          if (r.stdout.trim() !== f.diffIds[i]) {
+            throw new FailedPrecondition(
+              `Cannot verify strata apply of layer ${
+                i + 1
+              }: printed "${r.stdout.trim()}", expected "${f.diffIds[i]}"`,
+            );
+          }
+        },
+        cleanup: () => rmrf(dir),
+      };
+    },
+  };
+}
+
+function tarApply(f: Fixture, i: number): Contender {
+  return {
+    tool: "tar",
+    async prepare(scratch) {
+      const dir = join(scratch, "rootfs");
+      await Deno.mkdir(dir);
+      return {
+        argv: ["tar", "-xf", layerBlob(f, i), "-C", dir],
+        check: () => checkNotEmpty(dir),
+        cleanup: () => rmrf(dir),
+      };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// unpack: a whole image into a snapshotter, its content already local.
+
+/** Fails unless `output` (of `snapshots ls`) lists exactly `n` committed snapshots. */
+function checkCommitted(output: string, n: number, what: string): void {
+  const committed = output.split("\n").filter((l) => /\bcommitted\b/i.test(l)).length;
+  if (committed !== n) {
+    throw new FailedPrecondition(
+      `Cannot verify ${what}: ${committed} committed snapshots, expected ${n}`,
+    );
+  }
+}
+
+function strataUnpack(o: Options, f: Fixture, sn: string, sync: boolean): Contender {
+  return {
+    tool: sync ? "strata --sync-fs" : "strata",
+    async prepare(scratch) {
+      const root = join(scratch, "strata-root");
+      // The content is imported untimed: only the unpack is measured.
+      await mustRun([...o.strata, "--root", root, "import", "--base-name", BASE_NAME, f.layout], {
+        cwd: REPO,
+      });
+      const syncFlag = sync ? "--sync-fs" : "--no-sync-fs";
+      return {
+        argv: [...o.strata, "--root", root, "unpack", "--snapshotter", sn, syncFlag, IMAGE_NAME],
+        cwd: REPO,
+        check: async () => {
+          const r = await mustRun([
+            ...o.strata,
+            "--root",
+            root,
+            "snapshots",
+            "--snapshotter",
+            sn,
+            "ls",
+          ], {
+            cwd: REPO,
+          });
+          checkCommitted(r.stdout, f.layerBytes.length, `strata unpack into ${sn}`);
+        },
+        cleanup: () => rmrf(root),
+      };
+    },
+  };
+}
+
+function ctr(c: Containerd, args: string[]): string[] {
+  return ["ctr", "-a", c.socket, "-n", "bench", ...args];
+}
+
+/** Removes every snapshot of `sn`, children before parents (as ctr-unpack-time.sh does). */
+async function ctrRemoveSnapshots(c: Containerd, sn: string): Promise<void> {
+  for (let round = 0; round < 20; round++) {
+    const r = await mustRun(ctr(c, ["snapshots", "--snapshotter", sn, "ls"]));
+    const keys = r.stdout.trim().split("\n").slice(1).map((l) => l.split(/\s+/)[0] ?? "")
+      .filter((k) => k !== "");
+    if (keys.length === 0) return;
+    for (const k of keys) await run(ctr(c, ["snapshots", "--snapshotter", sn, "rm", k]));
+  }
+  throw new FailedPrecondition(`Cannot remove containerd's ${sn} snapshots`);
+}
+
+/**
+ * containerd's unpack timed like `shared/tools/ctr-unpack-time.sh`: the image was pulled once from
+ * a local registry; before each run every snapshot is removed, then `ctr images pull` finds the
+ * content present and only unpacks.
+ */
+function ctrUnpack(c: Containerd, f: Fixture, sn: string, ref: string): Contender {
+  return {
+    tool: "ctr",
+    async prepare() {
+      await ctrRemoveSnapshots(c, sn);
+      return {
+        argv: ctr(c, ["images", "pull", "--plain-http", "--snapshotter", sn, ref]),
+        check: async () => {
+          const r = await mustRun(ctr(c, ["snapshots", "--snapshotter", sn, "ls"]));
+          checkCommitted(r.stdout, f.layerBytes.length, `containerd's unpack into ${sn}`);
+        },
+        cleanup: () => Promise.resolve(),
+      };
+    },
+  };
+}
+
+function umociUnpack(f: Fixture): Contender {
+  return {
+    tool: "umoci",
+    prepare(scratch) {
+      const bundle = join(scratch, "bundle");
+      return Promise.resolve({
+        argv: ["umoci", "unpack", "--image", `${f.layout}:${FIXTURE_TAG}`, bundle],
+        check: () => checkNotEmpty(join(bundle, "rootfs")),
+        cleanup: () => rmrf(bundle),
+      });
+    },
+  };
+}
+
+async function unpackCases(
+  o: Options,
+  f: Fixture,
+  scratch: string,
+  state: { dropped: boolean; dropFailed: boolean },
+): Promise<Series[]> {
+  const bytes = f.layerBytes.reduce((a, b) => a + b, 0);
+  const registry = await startRegistry(join(scratch, `registry-${f.name}`));
+  const out: Series[] = [];
+  try {
+    const ref = `${registry.host}/strata-bench:${FIXTURE_TAG}`;
+    await mustRun([
+      "skopeo",
+      "--insecure-policy",
+      "copy",
+      "-q",
+      "--dest-tls-verify=false",
+      `oci:${f.layout}:${FIXTURE_TAG}`,
+      `docker://${ref}`,
+    ]);
+    for (const sn of SNAPSHOTTERS) {
+      const c = await startContainerd(join(scratch, `containerd-${f.name}-${sn}`));
+      try {
+        await mustRun(ctr(c, ["images", "pull", "--plain-http", "--snapshotter", sn, ref]));
+        const contenders = [
+          strataUnpack(o, f, sn, false),
+          strataUnpack(o, f, sn, true),
+          ctrUnpack(c, f, sn, ref),
+          ...(sn === "overlayfs" ? [umociUnpack(f)] : []),
+        ];
+        out.push(
+          ...(await runCase(o, `unpack ${f.name} ${sn}`, contenders, scratch, bytes, state)),
+        );
+      } finally {
+        await stopDaemon(c);
+      }
+    }
+  } finally {
+    await stopDaemon(registry);
+  }
+  return out;
+}
+
 async function runCase(
   o: Options,
-  name: CaseName,
+  name: string,
   contenders: Contender[],
   scratch: string,
   bytes: number,
@@ -336,7 +558,7 @@ async function runCase(
   for (let i = 0; i < o.runs; i++) {
     for (const [k, c] of contenders.entries()) {
       const s = series[k]!;
-      const dir = join(scratch, `${name}-${c.tool}-${i}`);
+      const dir = join(scratch, `${name}-${c.tool}-${i}`.replace(/[^\w.-]+/g, "_"));
       await Deno.mkdir(dir, { recursive: true });
       const p = await c.prepare(dir);
       try {
@@ -357,7 +579,7 @@ async function runCase(
             }`,
           );
         }
-        if (i === 0 && p.check) await p.check();
+        if (i === 0 && p.check) await p.check(r);
         s.seconds.push(r.ms / 1000);
         s.syncedSeconds.push((r.ms + syncMs) / 1000);
         s.command = p.argv.map(quote).join(" ");
@@ -379,13 +601,17 @@ async function main(args: string[]): Promise<number> {
   const o = parseOptions(args);
   if (!o) return 0;
   const notes: string[] = [];
-  for (const tool of ["skopeo", "ctr", "containerd"]) {
+  const tools = ["skopeo", "ctr", "containerd"];
+  if (o.cases.includes("apply")) tools.push("tar");
+  if (o.cases.includes("unpack")) tools.push("umoci", "docker-registry");
+  for (const tool of tools) {
     if (!(await have(tool))) {
       throw new FailedPrecondition(`Cannot run the benchmark: "${tool}" is not installed`);
     }
   }
   if (Deno.uid() !== 0) notes.push("Not run as root: containerd cannot start and caches stay.");
-  const fixture = await loadFixture(o);
+  const fixtures = await loadFixtures(o);
+  const fixture = fixtures[0]!;
   const scratch = join(o.fixtures, `scratch-${Deno.pid}`);
   await Deno.mkdir(scratch, { recursive: true });
   const onSignal = () => {
@@ -455,6 +681,23 @@ async function main(args: string[]): Promise<number> {
             state,
           )),
         );
+      } else if (name === "apply") {
+        for (const fx of fixtures) {
+          for (const [i, layerBytes] of fx.layerBytes.entries()) {
+            all.push(
+              ...(await runCase(
+                o,
+                `apply ${fx.name} L${i + 1}`,
+                [strataApply(o, fx, i), tarApply(fx, i)],
+                scratch,
+                layerBytes,
+                state,
+              )),
+            );
+          }
+        }
+      } else if (name === "unpack") {
+        for (const fx of fixtures) all.push(...(await unpackCases(o, fx, scratch, state)));
       } else if (name === "export") {
         // The sources, imported once and untimed.
         const root = join(scratch, "export-strata-root");
@@ -526,13 +769,13 @@ async function main(args: string[]): Promise<number> {
             )),
           );
         } finally {
-          await stopContainerd(c);
+          await stopDaemon(c);
           await rmrf(root);
         }
       }
     }
   } finally {
-    for (const d of [...daemons]) await stopContainerd(d);
+    for (const d of [...daemons]) await stopDaemon(d);
     if (!o.keep) await rmrf(scratch);
     Deno.removeSignalListener("SIGINT", onSignal);
   }
@@ -547,7 +790,7 @@ async function main(args: string[]): Promise<number> {
     );
   }
   if (!o.drop) notes.push("`--no-drop-caches`: runs read warm caches.");
-  const body = report(o, args, fixture, env, all, notes, scratch);
+  const body = report(o, args, fixtures, env, all, notes, scratch);
   console.log(body);
   if (o.write) {
     const path = join(REPO, "BENCHMARKS.md");
@@ -564,16 +807,49 @@ function mb(bytes: number): string {
   return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
+function describeFixture(f: Fixture): string {
+  return `${f.source}. ${f.layerBytes.length} layers (${
+    f.layerMediaType.replace("application/vnd.oci.image.layer.v1.", "")
+  }) of ${f.layerBytes.map(mb).join(" + ")}; blob bytes ${mb(f.blobBytes)} (manifest, config, ` +
+    `layers), archive ${mb(f.archiveBytes)}${
+      f.entries !== undefined && f.treeBytes !== undefined
+        ? `; ${f.entries.toLocaleString("en-US")} files, directories and links, ${
+          mb(f.treeBytes)
+        } uncompressed`
+        : ""
+    }.`;
+}
+
+const APPLY_METHOD = `apply: each layer blob applied alone into a fresh empty directory, ` +
+  `\`strata apply BLOB DIR\` (decompress, verify the diff ID, root-confined writes, owners, ` +
+  `xattrs, modes, nanosecond times) next to GNU \`tar -xf BLOB -C DIR\` (as root: owners, modes ` +
+  `and times, no xattrs); neither syncs; MB/s is the layer's compressed size over the median.`;
+
+const UNPACK_METHOD = `unpack: the whole image into a snapshotter, the content already local. ` +
+  `strata: \`strata unpack --no-sync-fs\` and \`--sync-fs\` (syncfs(2) before each commit) ` +
+  `in a fresh root where the image was imported untimed before the cache drop. ctr: timed like ` +
+  `\`shared/tools/ctr-unpack-time.sh\`: the image was pushed to a local \`docker-registry\` and ` +
+  `pulled once (untimed); before each run every snapshot is removed, then \`ctr images pull ` +
+  `--plain-http --snapshotter SN\` finds the content present and only resolves the manifest and ` +
+  `unpacks (containerd does not sync). umoci (listed with overlayfs): \`umoci unpack\` into a new ` +
+  `bundle, a flattened rootfs plus an mtree manifest that hashes every file. MB/s is the image's ` +
+  `compressed layer bytes over the median; "strata/peer" on the \`strata --sync-fs\` row compares ` +
+  `strata without and with syncfs.`;
+
 function report(
   o: Options,
   args: string[],
-  f: Fixture,
+  fixtures: Fixture[],
   env: [string, string][],
   series: Series[],
   notes: string[],
   scratch: string,
 ): string {
-  const fixtureDir = dirname(f.layout);
+  const f = fixtures[0]!;
+  const fixtureDirs = fixtures.map((x) => [
+    dirname(x.layout),
+    fixtures.length === 1 ? "$FIXTURE" : `$FIXTURE_${x.name}`,
+  ]);
   const cmd = ["deno", "task", "bench", ...args].map(quote).join(" ");
   const lines = [
     `Command: \`${cmd}\` (= \`deno run --allow-all bench/run.ts${
@@ -584,16 +860,12 @@ function report(
     "|---|---|",
     ...env.map(([k, v]) => `| ${k} | ${v.replaceAll("|", "\\|")} |`),
     "",
-    `Fixture: ${f.source}. ${f.layerBytes.length} layers (${
-      f.layerMediaType.replace("application/vnd.oci.image.layer.v1.", "")
-    }) of ${f.layerBytes.map(mb).join(" + ")}; blob bytes ${mb(f.blobBytes)} (manifest, config, ` +
-    `layers), archive ${mb(f.archiveBytes)}${
-      f.entries !== undefined && f.treeBytes !== undefined
-        ? `; ${f.entries.toLocaleString("en-US")} files, directories and links, ${
-          mb(f.treeBytes)
-        } uncompressed`
-        : ""
-    }.`,
+    ...(fixtures.length === 1
+      ? [`Fixture: ${describeFixture(f)}`]
+      : fixtures.map((x, i) =>
+        `${i === 0 ? "Fixtures (the import, export and startup cases use the first)" : ""}` +
+        `${i === 0 ? ":\n\n" : ""}- \`${x.name}\`: ${describeFixture(x)}`
+      )),
     "",
     `Method: ${o.runs} run${
       o.runs === 1 ? "" : "s"
@@ -611,16 +883,21 @@ function report(
     `containerd each stored blob, skopeo each blob of an OCI layout destination but not an ` +
     `oci-archive, and \`ctr images export\` does not fsync. strata/peer = strata's ` +
     `median / the peer's median: **< 1 means strata is faster**.`,
+    ...(o.cases.includes("apply") ? ["", APPLY_METHOD] : []),
+    ...(o.cases.includes("unpack") ? ["", UNPACK_METHOD] : []),
     "",
     ...resultsTable(series),
     "",
-    `Commands (last run; \`$FIXTURE\` = \`${fixtureDir}\`, \`$SCRATCH\` = a scratch directory ` +
-    `under \`${o.fixtures}\`, removed at the end):`,
+    `Commands (last run; ${
+      fixtureDirs.map(([dir, v]) => `\`${v}\` = \`${dir}\``).join(", ")
+    }, \`$SCRATCH\` = a scratch directory under \`${o.fixtures}\`, removed at the end):`,
     "",
     ...series.map((s) =>
       `- ${s.caseName}, ${s.tool}: \`${
-        s.command.replaceAll(Deno.execPath(), "deno").replaceAll(scratch, "$SCRATCH")
-          .replaceAll(fixtureDir, "$FIXTURE")
+        fixtureDirs.reduce(
+          (c, [dir, v]) => c.replaceAll(dir!, v!),
+          s.command.replaceAll(Deno.execPath(), "deno").replaceAll(scratch, "$SCRATCH"),
+        )
       }\``
     ),
   ];
