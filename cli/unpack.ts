@@ -60,7 +60,9 @@ export const unpackCommand: Command = {
         onLayer(e) {
           if (values.quiet || ctx.json) return;
           if (e.state === "extracting") return;
-          const note = e.skipped ? ` (${e.skipped} entries skipped without privileges)` : "";
+          const note = e.skipped
+            ? ` (${e.skipped} entries not applied; strata apply --json lists why)`
+            : "";
           ctx.out(`${e.state === "exists" ? "exists   " : "extracted"} ${e.blob.digest}${note}`);
         },
       },
