@@ -504,7 +504,7 @@ peerTest(
       for await (const entry of readTar((await Deno.open(archive)).readable)) {
         headers.push(entry.header);
       }
-      assert.ok(headers.length > 3, archive);
+      assert.ok(headers.length > 0, archive);
       // Go writes some directory names without the trailing slash that GNU tar writes; tar -tv
       // shows names as stored, the reader gives directory names without it.
       const dirName = (
