@@ -25,3 +25,4 @@ export * from "./diff/mod.ts";
 export * from "./unpack/mod.ts";
 export * from "./leases/mod.ts";
 export * from "./gc/mod.ts";
+export * from "./remotes/mod.ts";
