@@ -21,7 +21,8 @@ export type ErrorCode =
   | "failed-precondition"
   | "invalid-argument"
   | "not-implemented"
-  | "unavailable";
+  | "unavailable"
+  | "permission-denied";
 
 /**
  * Base class of every typed Strata error.
@@ -156,6 +157,26 @@ export class Unavailable extends StrataError {
   readonly exitCode: number = 6;
   /** Always `"Unavailable"`. */
   override readonly name: string = "Unavailable";
+}
+
+/**
+ * The caller is not allowed to do this: a registry refused the credentials (401) or the access
+ * (403).
+ *
+ * @example
+ * ```ts
+ * import { PermissionDenied } from "@strata/strata/errors";
+ * const err = new PermissionDenied("Cannot pull \"registry.example/app:1\": authorization failed");
+ * console.log(err.exitCode);
+ * ```
+ */
+export class PermissionDenied extends StrataError {
+  /** Always `"permission-denied"`. */
+  readonly code: ErrorCode = "permission-denied";
+  /** Exit code 8. */
+  readonly exitCode: number = 8;
+  /** Always `"PermissionDenied"`. */
+  override readonly name: string = "PermissionDenied";
 }
 
 /**

@@ -146,6 +146,12 @@ export interface HandleChallengeOptions {
    * a second `error=` challenge for the same request is terminal.
    */
   request?: string;
+  /**
+   * The `Authorization` header the challenged request carried (`null`: none). A Basic challenge
+   * counts as a rejection of the credentials only when the request carried them; a request sent
+   * before another one set up the handler is simply retried. Absent: assume it carried them.
+   */
+  authorization?: string | null;
 }
 
 interface CachedToken {
@@ -290,7 +296,7 @@ export class Authorizer {
         `Cannot authenticate to "${host}": no supported scheme in challenge "${header}"`,
       );
     }
-    if (challenge.scheme === "basic") return await this.#handleBasic(host);
+    if (challenge.scheme === "basic") return await this.#handleBasic(host, options);
 
     const requestKey = options.request ?? response.url;
     const error = challenge.params["error"];
@@ -343,7 +349,7 @@ export class Authorizer {
     return true;
   }
 
-  async #handleBasic(host: string): Promise<boolean> {
+  async #handleBasic(host: string, options: HandleChallengeOptions): Promise<boolean> {
     const credentials = await this.#credentials?.(host);
     if (credentials === undefined || !("username" in credentials) || credentials.username === "") {
       return false;
@@ -351,8 +357,12 @@ export class Authorizer {
     const header = `Basic ${base64(`${credentials.username}:${credentials.password}`)}`;
     const existing = this.#handlers.get(host);
     if (existing?.kind === "basic" && existing.header === header) {
-      // We already sent these credentials and got challenged again.
-      throw rejected(host);
+      // Challenged again: a rejection if the request carried these credentials; otherwise it
+      // was sent (concurrently) before the handler existed and is retried with them.
+      if (options.authorization === undefined || options.authorization === header) {
+        throw rejected(host);
+      }
+      return true;
     }
     this.#handlers.set(host, { kind: "basic", header });
     return true;

@@ -18,3 +18,6 @@
 export * from "./hosts.ts";
 export * from "./auth.ts";
 export * from "./credentials.ts";
+export * from "./types.ts";
+export { MAX_MANIFEST_SIZE, Resolver } from "./resolver.ts";
+export { fetchToContent, type FetchToContentOptions, makeRefKey } from "./fetch.ts";

@@ -588,3 +588,23 @@ Deno.test("Authorizer.authorize() reuses the scopes a challenge added to a reque
   assert.equal(headers.get("authorization"), "Bearer token-1");
   assert.deepEqual(server.tokenRequests[1]?.scope, ["repository:other:pull"]);
 });
+
+Deno.test("Authorizer retries a Basic challenge to a request sent before it had credentials", async () => {
+  const auth = new Authorizer({
+    credentials: () => Promise.resolve({ username: "u", password: "p" }),
+  });
+  const challenge = () =>
+    new Response(null, { status: 401, headers: { "www-authenticate": 'Basic realm="r"' } });
+  // Two requests sent at once, both anonymous, both challenged.
+  assert.equal(await auth.handleChallenge("h", challenge(), [], { authorization: null }), true);
+  assert.equal(await auth.handleChallenge("h", challenge(), [], { authorization: null }), true);
+  const headers = new Headers();
+  await auth.authorize("h", headers);
+  const sent = headers.get("authorization");
+  assert.ok(sent?.startsWith("Basic "));
+  // The same credentials challenged again: rejected, without the password in the message.
+  await assert.rejects(
+    auth.handleChallenge("h", challenge(), [], { authorization: sent }),
+    (err) => err instanceof FailedPrecondition && !err.message.includes('p"'),
+  );
+});
