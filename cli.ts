@@ -28,11 +28,14 @@ import { mountCommand, snapshotsGroup, unmountCommand } from "./cli/snapshots.ts
 import { applyCommand, rootfsCommand, unpackCommand } from "./cli/unpack.ts";
 import { checkCommand } from "./cli/check.ts";
 import { pruneCommand } from "./cli/prune.ts";
+import { pullCommand, pushCommand } from "./cli/pull.ts";
 
 const VERSION = "0.1.0";
 
 const GROUPS: CommandGroup[] = [imagesGroup, contentGroup, snapshotsGroup];
 const COMMANDS: Command[] = [
+  pullCommand,
+  pushCommand,
   importCommand,
   unpackCommand,
   rootfsCommand,
@@ -65,7 +68,7 @@ function mainHelp(): string {
     "  --version        Print the version",
     "",
     "Exit codes: 0 ok, 1 unexpected error, 2 invalid argument, 3 not found, 4 already exists,",
-    "5 failed precondition, 6 unavailable, 7 not implemented.",
+    "5 failed precondition, 6 unavailable, 7 not implemented, 8 permission denied.",
   );
   return lines.join("\n");
 }
@@ -126,8 +129,8 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
         return Promise.resolve(client);
       },
       json: values.json ?? false,
-      out,
-      err,
+      out: (line) => void out(line),
+      err: (line) => void err(line),
       async write(bytes) {
         let off = 0;
         while (off < bytes.length) off += await Deno.stdout.write(bytes.subarray(off));

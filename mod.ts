@@ -26,3 +26,4 @@ export * from "./unpack/mod.ts";
 export * from "./leases/mod.ts";
 export * from "./gc/mod.ts";
 export * from "./remotes/mod.ts";
+export * from "./transfer/mod.ts";

@@ -62,6 +62,33 @@ export interface UnpackOptions {
   onLayer?: (event: LayerEvent) => void;
   /** Stops the unpack between entries; the layer in progress is not committed. */
   signal?: AbortSignal;
+  /**
+   * Brings layer blobs into the content store while the unpack runs (a pull's downloads). Without
+   * it every layer blob must already be in the content store.
+   */
+  fetcher?: LayerFetcher;
+}
+
+/**
+ * Makes layer blobs available to an unpack as they arrive, so downloads run ahead of extraction
+ * (containerd's unpacker fetching `layers[i:]` from the first layer that needs work).
+ */
+export interface LayerFetcher {
+  /**
+   * Called once, with the first layer that needs work and every layer above it, bottom first;
+   * starts their downloads. Layers below are already unpacked and are never fetched.
+   *
+   * @param blobs The layer blobs to fetch.
+   */
+  start(blobs: Descriptor[]): void;
+  /**
+   * Waits for one blob started by {@linkcode LayerFetcher.start}.
+   *
+   * @param blob The layer blob.
+   * @returns A promise that resolves once the blob is committed to the content store and rejects
+   *   when its download failed.
+   */
+  ready(blob: Descriptor): Promise<void>;
 }
 
 /** What happened to one layer. */
@@ -171,6 +198,7 @@ async function unpackPinned(
     layers: [],
   };
   const lockDir = join(target.root, "locks", "unpack");
+  let fetching = false;
   for (const [i, layer] of layers.entries()) {
     const chainId = chain[i]!;
     const parent = i > 0 ? chain[i - 1] : undefined;
@@ -180,12 +208,17 @@ async function unpackPinned(
       result.layers.push({ diffId: layer.diffId, chainId, applied: false });
       continue;
     }
+    if (options.fetcher && !fetching) {
+      fetching = true;
+      options.fetcher.start(layers.slice(i).map((l) => l.blob));
+    }
     const applied = await withKeyLock(
       lockDir,
       `${snapshotter.name} ${chainId}`,
       async () => {
         // Another unpack may have committed it while this one waited for the lock.
         if (await exists(snapshotter, chainId)) return false;
+        await options.fetcher?.ready(layer.blob);
         options.onLayer?.({ ...event, state: "extracting" });
         const skipped = await applyOne(content, snapshotter, {
           chainId,

@@ -1,0 +1,146 @@
+import { InvalidArgument } from "../errors.ts";
+import { pullImage } from "../transfer/pull.ts";
+import { pushImage } from "../transfer/push.ts";
+import { humanSize } from "./_command.ts";
+import type { Command } from "./_command.ts";
+import { findImage, platformOption } from "./_images.ts";
+import { progressPrinter } from "./_progress.ts";
+import { progressMode, REGISTRY_OPTIONS, registryOptions } from "./_registry.ts";
+import { syncFsOption } from "./unpack.ts";
+
+/** `strata pull`: fetch an image from a registry and unpack it as layers arrive. */
+export const pullCommand: Command = {
+  name: "pull",
+  summary: "Pull an image from a registry and unpack it (downloads run ahead of extraction)",
+  usage: "pull [OPTIONS] REF",
+  options: {
+    ...REGISTRY_OPTIONS,
+    platform: {
+      type: "string",
+      multiple: true,
+      arg: "P",
+      help: "Platform to pull and unpack (default: this host's)",
+    },
+    "all-platforms": {
+      type: "boolean",
+      help: "Fetch every platform of an index (unpack only --platform or this host's)",
+    },
+    snapshotter: {
+      type: "string",
+      arg: "NAME",
+      help: "overlayfs or native (default: overlayfs on Linux; env STRATA_SNAPSHOTTER)",
+    },
+    "no-unpack": { type: "boolean", help: "Only fetch the content; do not unpack" },
+    "sync-fs": { type: "boolean", help: "syncfs(2) each layer before committing it (default)" },
+    "no-sync-fs": { type: "boolean", help: "Do not syncfs; faster, but a power cut may lose data" },
+    "no-platform-check": {
+      type: "boolean",
+      help: "Unpack even when the snapshotter does not support the image's platform",
+    },
+    "max-concurrent-downloads": {
+      type: "string",
+      arg: "N",
+      help: "Layer downloads at once (default 3)",
+    },
+  },
+  args: [1, 1],
+  async run(ctx, values, [ref]) {
+    const client = await ctx.client();
+    // With --all-platforms, --platform names the platform to unpack.
+    const platform = platformOption({ ...values, "all-platforms": undefined }) ?? client.platform;
+    const mode = progressMode(ctx, values);
+    const printer = progressPrinter(mode, ctx.out);
+    const started = performance.now();
+    let result;
+    try {
+      result = await pullImage(client, ref!, {
+        ...await registryOptions(ctx, values),
+        platform,
+        allPlatforms: Boolean(values["all-platforms"]),
+        unpack: !values["no-unpack"],
+        ...(typeof values.snapshotter === "string" ? { snapshotter: values.snapshotter } : {}),
+        syncFs: syncFsOption(ctx, values),
+        checkPlatform: !values["no-platform-check"],
+        onProgress: (e) => printer.event(e),
+      });
+    } finally {
+      printer.done();
+    }
+    const secs = ((performance.now() - started) / 1000).toFixed(2);
+    if (mode === "json") {
+      return ctx.out(JSON.stringify({
+        name: result.image.name,
+        target: result.image.target,
+        unpack: result.unpack,
+        downloaded: result.downloaded,
+        seconds: Number(secs),
+      }));
+    }
+    if (values.quiet) return ctx.out(result.image.name);
+    const unpacked = result.unpack
+      ? `, unpacked into ${result.unpack.snapshotter} as ${result.unpack.chainId}`
+      : "";
+    ctx.out(
+      `pulled ${result.image.name} (${result.image.target.digest}): ${result.downloaded.count} blobs, ${
+        humanSize(result.downloaded.bytes)
+      } downloaded in ${secs}s${unpacked}`,
+    );
+  },
+};
+
+/** `strata push`: send a stored image to a registry. */
+export const pushCommand: Command = {
+  name: "push",
+  summary: "Push a stored image to a registry",
+  usage: "push [OPTIONS] IMAGE [REMOTE-REF]",
+  options: {
+    ...REGISTRY_OPTIONS,
+    platform: {
+      type: "string",
+      multiple: true,
+      arg: "P",
+      help: "Push only this platform's manifest (default: the whole image)",
+    },
+    "max-concurrent-uploads": {
+      type: "string",
+      arg: "N",
+      help: "Blob uploads at once (default 3)",
+    },
+  },
+  args: [1, 2],
+  async run(ctx, values, [name, remote]) {
+    const client = await ctx.client();
+    const record = findImage(client, name!);
+    const platform = platformOption(values);
+    let uploads: number | undefined;
+    if (typeof values["max-concurrent-uploads"] === "string") {
+      uploads = Number(values["max-concurrent-uploads"]);
+      if (!Number.isInteger(uploads) || uploads < 1 || uploads > 64) {
+        throw new InvalidArgument(
+          `Cannot use --max-concurrent-uploads "${
+            values["max-concurrent-uploads"]
+          }": it must be an integer from 1 to 64`,
+        );
+      }
+    }
+    const mode = progressMode(ctx, values);
+    const printer = progressPrinter(mode, ctx.out);
+    let result;
+    try {
+      result = await pushImage(client, record.name, {
+        ...await registryOptions(ctx, values),
+        ...(remote !== undefined ? { remote } : {}),
+        ...(platform ? { platform } : {}),
+        ...(uploads !== undefined ? { maxConcurrentUploads: uploads } : {}),
+        onProgress: (e) => printer.event(e),
+      });
+    } finally {
+      printer.done();
+    }
+    if (mode === "json") return ctx.out(JSON.stringify(result));
+    if (values.quiet) return ctx.out(result.target.digest);
+    ctx.out(
+      `pushed ${result.ref} (${result.target.digest}): ${result.uploaded} uploaded, ${result.existed} already there`,
+    );
+  },
+};

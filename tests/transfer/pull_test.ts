@@ -1,0 +1,380 @@
+// Pull against a real registry (Debian's docker-registry, filled with skopeo): the unpacked tree
+// equals an import of the same layout, platforms, Docker and OCI types, skipping what exists,
+// mirrors, faults, credentials and concurrent pulls.
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Client } from "../../client.ts";
+import { FailedPrecondition, NotFound, PermissionDenied } from "../../errors.ts";
+import { importArchive } from "../../images/archive/mod.ts";
+import { onlyPlatform } from "../../images/platforms.ts";
+import { collectGarbage } from "../../gc/gc.ts";
+import { pullImage } from "../../transfer/pull.ts";
+import type { ProgressEvent } from "../../transfer/progress.ts";
+import { makeTempDir, peerTest, run } from "../_peers.ts";
+import { pushToRegistry, startFaultProxy, startRegistry } from "../_registry.ts";
+import { assertSameTree, strataTree } from "../_unpack_trees.ts";
+import { hostPlatform, type TestLayout, writeTestLayout } from "./_images.ts";
+
+const NEEDS = { tools: ["docker-registry", "skopeo"], root: true };
+const SN = "overlayfs";
+const OTHER = { os: "linux", architecture: "arm64", variant: "v8" };
+
+async function singleLayout(dir: string, seed = 7): Promise<TestLayout> {
+  return await writeTestLayout(join(dir, `layout-${seed}`), {
+    tag: "v1",
+    platforms: [{ platform: hostPlatform(), seed }],
+  });
+}
+
+/** The tree an import of `layout` unpacks to, in a root of its own. */
+async function importedTree(dir: string, layout: TestLayout) {
+  using client = Client.open({ root: join(dir, "imported") });
+  const result = await importArchive(client, layout.layout, { baseName: "example.com/app" });
+  const image = client.getImage(result.images[0]!.name);
+  const unpacked = await image.unpack(SN);
+  return await strataTree(client, SN, unpacked.chainId);
+}
+
+async function committedAndActive(client: Client): Promise<{ committed: number; active: number }> {
+  const sn = await client.snapshotter(SN);
+  let committed = 0;
+  let active = 0;
+  await sn.walk((info) => {
+    if (info.kind === "committed") committed++;
+    if (info.kind === "active") active++;
+  });
+  return { committed, active };
+}
+
+peerTest(
+  "pullImage() unpacks an OCI image exactly as an import of the same layout",
+  NEEDS,
+  async () => {
+    await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+    const layout = await singleLayout(tmp.path);
+    await using registry = await startRegistry();
+    await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/app:v1`);
+    using client = Client.open({ root: join(tmp.path, "root") });
+    const events: ProgressEvent[] = [];
+    const result = await pullImage(client, `${registry.host}/app:v1`, {
+      snapshotter: SN,
+      onProgress: (e) => events.push(e),
+    });
+    assert.equal(result.image.name, `${registry.host}/app:v1`);
+    assert.equal(result.image.target.digest, layout.digest);
+    assert.equal(result.image.target.mediaType, "application/vnd.oci.image.manifest.v1+json");
+    // Manifest, config and three layers.
+    assert.equal(result.downloaded.count, 5);
+    const pulled = await strataTree(client, SN, result.unpack!.chainId);
+    assertSameTree(await importedTree(tmp.path, layout), pulled, "pulled vs imported", {
+      minEntries: 50,
+    });
+    // Progress: resolving first, saved last, every layer downloaded then extracted.
+    assert.equal(events[0]?.status, "resolving");
+    assert.equal(events.at(-1)?.status, "saved");
+    for (const digest of layout.manifests[0]!.layers) {
+      const states = events.filter((e) => e.id === digest).map((e) => e.status);
+      assert.ok(states.indexOf("downloaded") >= 0, `${digest} downloaded: ${states}`);
+      assert.ok(states.indexOf("extracted") > states.indexOf("downloaded"), `${states}`);
+    }
+    assert.deepEqual(await committedAndActive(client), { committed: 3, active: 0 });
+    // The image is complete and protected: a garbage collection removes none of it.
+    await collectGarbage(client);
+    const image = client.getImage(result.image.name);
+    assert.ok(await image.isUnpacked(SN));
+    assert.equal((await image.config()).digest, (await image.config()).digest);
+
+    // Pulling again downloads nothing and applies nothing.
+    const again: ProgressEvent[] = [];
+    const second = await pullImage(client, `${registry.host}/app:v1`, {
+      snapshotter: SN,
+      onProgress: (e) => again.push(e),
+    });
+    assert.equal(second.downloaded.count, 0);
+    assert.ok(second.unpack!.layers.every((l) => !l.applied));
+    assert.ok(!again.some((e) => e.status === "downloading" || e.status === "extracting"));
+  },
+);
+
+peerTest("pullImage() pulls a Docker schema 2 image (skopeo --format v2s2)", NEEDS, async () => {
+  await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+  const layout = await singleLayout(tmp.path, 11);
+  await using registry = await startRegistry();
+  await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/docker/app:v1`, {
+    format: "v2s2",
+  });
+  using client = Client.open({ root: join(tmp.path, "root") });
+  const result = await pullImage(client, `${registry.host}/docker/app:v1`, { snapshotter: SN });
+  assert.equal(
+    result.image.target.mediaType,
+    "application/vnd.docker.distribution.manifest.v2+json",
+  );
+  const config = await client.getImage(result.image.name).config();
+  assert.equal(config.mediaType, "application/vnd.docker.container.image.v1+json");
+  assertSameTree(
+    await importedTree(tmp.path, layout),
+    await strataTree(client, SN, result.unpack!.chainId),
+    "docker pull vs import",
+    { minEntries: 50 },
+  );
+});
+
+peerTest(
+  "pullImage() of an index fetches one platform, or all with allPlatforms",
+  NEEDS,
+  async () => {
+    await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+    const layout = await writeTestLayout(join(tmp.path, "multi"), {
+      tag: "v1",
+      platforms: [{ platform: OTHER, seed: 21 }, { platform: hostPlatform(), seed: 22 }],
+    });
+    await using registry = await startRegistry();
+    await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/multi:v1`, {
+      all: true,
+    });
+    const [other, host] = layout.manifests;
+    const has = async (client: Client, digest: string) => {
+      try {
+        await client.content.info(digest);
+        return true;
+      } catch (err) {
+        if (err instanceof NotFound) return false;
+        throw err;
+      }
+    };
+
+    using one = Client.open({ root: join(tmp.path, "one") });
+    const r1 = await pullImage(one, `${registry.host}/multi:v1`, { snapshotter: SN });
+    assert.equal(r1.image.target.digest, layout.digest);
+    assert.equal(r1.image.target.mediaType, "application/vnd.oci.image.index.v1+json");
+    for (const d of host!.layers) assert.ok(await has(one, d), `host layer ${d}`);
+    assert.ok(!(await has(one, other!.digest)), "the other platform's manifest is not fetched");
+    for (const d of other!.layers) assert.ok(!(await has(one, d)), `other layer ${d}`);
+    // The index still references both manifests for GC (containerd labels every entry).
+    const labels = (await one.content.info(layout.digest)).labels;
+    assert.deepEqual(
+      Object.values(labels).filter((v) => v.startsWith("sha256:")).sort(),
+      [host!.digest, other!.digest].sort(),
+    );
+
+    using all = Client.open({ root: join(tmp.path, "all") });
+    const r2 = await pullImage(all, `${registry.host}/multi:v1`, {
+      snapshotter: SN,
+      allPlatforms: true,
+    });
+    for (const d of [...host!.layers, ...other!.layers, other!.digest]) {
+      assert.ok(await has(all, d), `blob ${d}`);
+    }
+    assert.equal(r2.unpack?.layers.length, 3);
+    assert.equal(r2.downloaded.count, 1 + 2 * (1 + 1 + 3));
+
+    // Another platform by name: overlayfs supports every Linux architecture.
+    using arm = Client.open({ root: join(tmp.path, "arm") });
+    const r3 = await pullImage(arm, `${registry.host}/multi:v1`, {
+      snapshotter: SN,
+      platform: onlyPlatform(OTHER),
+    });
+    for (const d of other!.layers) assert.ok(await has(arm, d));
+    assert.notEqual(r3.unpack!.chainId, r1.unpack!.chainId);
+
+    // A platform the index does not have.
+    using none = Client.open({ root: join(tmp.path, "none") });
+    await assert.rejects(
+      pullImage(none, `${registry.host}/multi:v1`, {
+        snapshotter: SN,
+        platform: onlyPlatform({ os: "windows", architecture: "amd64" }),
+      }),
+      (err) => err instanceof NotFound && /no match for platform/.test(err.message),
+    );
+    assert.equal(none.images.list().length, 0);
+  },
+);
+
+peerTest(
+  "pullImage() with unpack: false fetches every layer and makes no snapshot",
+  NEEDS,
+  async () => {
+    await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+    const layout = await singleLayout(tmp.path, 31);
+    await using registry = await startRegistry();
+    await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/app:v1`);
+    using client = Client.open({ root: join(tmp.path, "root") });
+    const result = await pullImage(client, `${registry.host}/app:v1`, { unpack: false });
+    assert.equal(result.unpack, undefined);
+    assert.equal(result.downloaded.count, 5);
+    assert.deepEqual(await committedAndActive(client), { committed: 0, active: 0 });
+    const check = await client.getImage(result.image.name).size();
+    assert.ok(check > 0);
+  },
+);
+
+peerTest("pullImage() skips layers whose chain another image already unpacked", NEEDS, async () => {
+  await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+  const layout = await singleLayout(tmp.path, 41);
+  await using registry = await startRegistry();
+  await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/a:v1`);
+  await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/b:v1`);
+  using client = Client.open({ root: join(tmp.path, "root") });
+  await pullImage(client, `${registry.host}/a:v1`, { snapshotter: SN });
+  const events: ProgressEvent[] = [];
+  const b = await pullImage(client, `${registry.host}/b:v1`, {
+    snapshotter: SN,
+    onProgress: (e) => events.push(e),
+  });
+  assert.equal(b.downloaded.count, 0);
+  assert.equal(events.filter((e) => e.status === "unpacked").length, 3);
+  assert.deepEqual(await committedAndActive(client), { committed: 3, active: 0 });
+});
+
+peerTest("pullImage() falls back to the next host when a mirror is down", NEEDS, async () => {
+  await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+  const layout = await singleLayout(tmp.path, 51);
+  await using registry = await startRegistry();
+  await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/app:v1`);
+  // A mirror on a port where nothing listens, tried first.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadPort = listener.addr.port;
+  listener.close();
+  const hostsDir = join(tmp.path, "certs.d");
+  const dir = join(hostsDir, registry.host.replace(":", "_") + "_");
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(
+    join(dir, "hosts.toml"),
+    [
+      `server = "http://${registry.host}"`,
+      "",
+      `[host."http://127.0.0.1:${deadPort}"]`,
+      `  capabilities = ["pull", "resolve"]`,
+      "",
+    ].join("\n"),
+  );
+  using client = Client.open({ root: join(tmp.path, "root") });
+  const result = await pullImage(client, `${registry.host}/app:v1`, {
+    snapshotter: SN,
+    hostsDir,
+    retryDelayMs: 10,
+  });
+  assert.equal(result.image.target.digest, layout.digest);
+  assert.equal(result.unpack?.layers.length, 3);
+});
+
+peerTest("pullImage() survives a connection dropped in the middle of a layer", NEEDS, async () => {
+  await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+  const layout = await singleLayout(tmp.path, 61);
+  await using registry = await startRegistry();
+  await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/app:v1`);
+  const big = layout.manifests[0]!.layers[0]!;
+  await using proxy = await startFaultProxy(registry.host, {
+    dropBlob: { digest: big, afterBytes: 1000, times: 2 },
+  });
+  using client = Client.open({ root: join(tmp.path, "root") });
+  const result = await pullImage(client, `${proxy.host}/app:v1`, {
+    snapshotter: SN,
+    retryDelayMs: 10,
+  });
+  assert.equal(result.unpack?.layers.length, 3);
+  assertSameTree(
+    await importedTree(tmp.path, layout),
+    await strataTree(client, SN, result.unpack!.chainId),
+    "pulled through drops vs import",
+    { minEntries: 50 },
+  );
+  assert.ok(proxy.count(`/v2/app/blobs/${big}`) >= 2, "the layer was requested again");
+});
+
+peerTest("pullImage() rejects a corrupted layer and commits nothing of it", NEEDS, async () => {
+  await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+  const layout = await singleLayout(tmp.path, 71);
+  await using registry = await startRegistry();
+  await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/app:v1`);
+  const [l0, l1] = layout.manifests[0]!.layers;
+  await using proxy = await startFaultProxy(registry.host, { corruptBlob: { digest: l1! } });
+  using client = Client.open({ root: join(tmp.path, "root") });
+  await assert.rejects(
+    pullImage(client, `${proxy.host}/app:v1`, { snapshotter: SN, retryDelayMs: 10 }),
+    (err) => err instanceof FailedPrecondition && err.message.includes(l1!),
+  );
+  // No image record, no bad blob, no ingest left behind, no active snapshot; the good bottom
+  // layer stays (its chain is committed) so a retry does not fetch it again.
+  assert.equal(client.images.list().length, 0);
+  await assert.rejects(client.content.info(l1!), NotFound);
+  assert.deepEqual(await client.content.listIngests(), []);
+  const counts = await committedAndActive(client);
+  assert.equal(counts.active, 0);
+  assert.ok(counts.committed <= 1);
+  await client.content.info(l0!);
+
+  // Without the fault, the same root pulls the image.
+  const result = await pullImage(client, `${registry.host}/app:v1`, { snapshotter: SN });
+  assert.equal(result.unpack?.layers.length, 3);
+});
+
+peerTest(
+  "pullImage() with htpasswd auth: right, wrong and missing credentials",
+  NEEDS,
+  async () => {
+    await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+    const layout = await singleLayout(tmp.path, 81);
+    const user = "puller";
+    const password = "s3cret-Pa55";
+    await using registry = await startRegistry({ htpasswd: { user, password } });
+    await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/private:v1`, {
+      creds: `${user}:${password}`,
+    });
+    using client = Client.open({ root: join(tmp.path, "root") });
+    const ref = `${registry.host}/private:v1`;
+    for (const creds of [undefined, { username: user, password: "wrong-Pa55" }]) {
+      await assert.rejects(
+        pullImage(client, ref, {
+          snapshotter: SN,
+          credentials: () => Promise.resolve(creds),
+        }),
+        (err) =>
+          err instanceof PermissionDenied && !err.message.includes("wrong-Pa55") &&
+          !err.message.includes(password),
+      );
+    }
+    assert.equal(client.images.list().length, 0);
+    const result = await pullImage(client, ref, {
+      snapshotter: SN,
+      credentials: () => Promise.resolve({ username: user, password }),
+    });
+    assert.equal(result.image.target.digest, layout.digest);
+  },
+);
+
+peerTest("two strata processes pulling one image at once both succeed", NEEDS, async () => {
+  await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+  const layout = await writeTestLayout(join(tmp.path, "big"), {
+    tag: "v1",
+    platforms: [{ platform: hostPlatform(), seed: 91 }],
+    filesPerLayer: 400,
+  });
+  await using registry = await startRegistry();
+  await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/app:v1`);
+  const root = join(tmp.path, "root");
+  const cli = join(import.meta.dirname!, "..", "..", "cli.ts");
+  const pull = () =>
+    run([
+      Deno.execPath(),
+      "run",
+      "-A",
+      cli,
+      "--root",
+      root,
+      "pull",
+      "--snapshotter",
+      SN,
+      "--progress",
+      "plain",
+      `${registry.host}/app:v1`,
+    ]);
+  const [a, b] = await Promise.all([pull(), pull()]);
+  assert.equal(a.code, 0, a.stderr);
+  assert.equal(b.code, 0, b.stderr);
+  using client = Client.open({ root });
+  assert.deepEqual(await committedAndActive(client), { committed: 3, active: 0 });
+  assert.deepEqual(await client.content.listIngests(), []);
+  assert.equal(client.images.get(`${registry.host}/app:v1`).target.digest, layout.digest);
+});
