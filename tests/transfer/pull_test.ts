@@ -11,9 +11,15 @@ import { onlyPlatform } from "../../images/platforms.ts";
 import { collectGarbage } from "../../gc/gc.ts";
 import { pullImage } from "../../transfer/pull.ts";
 import type { ProgressEvent } from "../../transfer/progress.ts";
-import { makeTempDir, peerTest, run } from "../_peers.ts";
+import { makeTempDir, makeUmociImage, peerTest, run, startContainerd } from "../_peers.ts";
 import { pushToRegistry, startFaultProxy, startRegistry } from "../_registry.ts";
-import { assertSameTree, strataTree } from "../_unpack_trees.ts";
+import {
+  assertSameTree,
+  containerdTree,
+  ctrSnapshotNames,
+  OVERLAY_KEEPS_IMPLIED_PARENT_TIME,
+  strataTree,
+} from "../_unpack_trees.ts";
 import { hostPlatform, type TestLayout, writeTestLayout } from "./_images.ts";
 
 const NEEDS = { tools: ["docker-registry", "skopeo"], root: true };
@@ -378,3 +384,41 @@ peerTest("two strata processes pulling one image at once both succeed", NEEDS, a
   assert.deepEqual(await client.content.listIngests(), []);
   assert.equal(client.images.get(`${registry.host}/app:v1`).target.digest, layout.digest);
 });
+
+peerTest(
+  "pullImage() makes the snapshots `ctr images pull` makes from the same registry",
+  { ...NEEDS, tools: [...NEEDS.tools, "containerd", "ctr"] },
+  async () => {
+    await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+    // An image umoci made from real directories (the seeded layers hold a whiteout next to a
+    // file of the same name, which containerd refuses: "failed to convert whiteout file").
+    const { layout } = await makeUmociImage(join(tmp.path, "umoci"), { tag: "v1" });
+    await using registry = await startRegistry();
+    await pushToRegistry(`oci:${layout}:v1`, `docker://${registry.host}/app:v1`);
+    const ref = `${registry.host}/app:v1`;
+    using client = Client.open({ root: join(tmp.path, "root") });
+    const ours = await pullImage(client, ref, { snapshotter: SN });
+    await using ctrd = await startContainerd();
+    await ctrd.ctrOk(["images", "pull", "--plain-http", "--snapshotter", SN, ref]);
+    const chain = ours.unpack!.layers.map((l) => l.chainId);
+    assert.deepEqual(await ctrSnapshotNames(ctrd, SN), [...chain].sort());
+    assertSameTree(
+      await strataTree(client, SN, ours.unpack!.chainId),
+      await containerdTree(ctrd, SN, ours.unpack!.chainId),
+      "strata pull vs ctr pull",
+      { minEntries: 10, unpackTimeInB: OVERLAY_KEEPS_IMPLIED_PARENT_TIME },
+    );
+    // Both label the layer blobs with their uncompressed digests.
+    const bottom = (await client.getImage(ref).rootFS())[0];
+    assert.equal(bottom, ours.unpack!.layers[0]!.diffId);
+    const manifest = JSON.parse(
+      new TextDecoder().decode(await client.content.readBlob(ours.image.target.digest)),
+    ) as { layers: { digest: string }[] };
+    const info = await client.content.info(manifest.layers[0]!.digest);
+    assert.equal(info.labels["containerd.io/uncompressed"], ours.unpack!.layers[0]!.diffId);
+    assert.equal(
+      info.labels[`containerd.io/distribution.source.127.0.0.1`],
+      "app",
+    );
+  },
+);
