@@ -19,6 +19,7 @@ import {
 } from "../images/media_types.ts";
 import type { Descriptor } from "../images/types.ts";
 import type { Fetcher } from "./types.ts";
+import { sleep } from "./_http.ts";
 
 /** Options for {@linkcode fetchToContent}. */
 export interface FetchToContentOptions {
@@ -186,24 +187,6 @@ function embeddedData(desc: Descriptor): Uint8Array | undefined {
   return bytes.length === desc.size ? bytes : undefined;
 }
 
-function wait(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
 /** Opens the ingest writer, retrying with a growing random back-off while another writer holds it. */
 async function openWriter(
   content: ContentStore,
@@ -219,7 +202,7 @@ async function openWriter(
     } catch (err) {
       if (!(err instanceof Unavailable) || Date.now() >= deadline) throw err;
     }
-    await wait(Math.min(Math.random() * retry, Math.max(0, deadline - Date.now())), signal);
+    await sleep(Math.min(Math.random() * retry, Math.max(0, deadline - Date.now())), signal);
     retry = Math.min(retry * 2, 2048);
   }
 }

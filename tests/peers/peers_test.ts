@@ -13,10 +13,10 @@ import {
   skopeoCopy,
   skopeoInspect,
   startContainerd,
-  startRegistry,
   UMOCI_IMAGE_LAYERS,
   umociUnpack,
 } from "../_peers.ts";
+import { startRegistry } from "../_registry.ts";
 import { diffTrees, snapshotTree } from "../_tree.ts";
 
 const PEERS_URL = new URL("../_peers.ts", import.meta.url).href;

@@ -4,6 +4,7 @@ import { Authorizer, parseWwwAuthenticate } from "../../remotes/auth.ts";
 import { type Credentials, credentialsFromDockerConfig } from "../../remotes/credentials.ts";
 import { FailedPrecondition, InvalidArgument, NotImplemented } from "../../errors.ts";
 import { makeTempDir, peerTest } from "../_peers.ts";
+import { startRegistry, type TestRegistry } from "../_registry.ts";
 
 // ---------------------------------------------------------------------------------------------
 // parseWwwAuthenticate
@@ -146,70 +147,9 @@ Deno.test("credentialsFromDockerConfig() rejects malformed files", async () => {
 
 const USER = "strata";
 const PASSWORD = "s3cret-Pa55";
-// bcrypt of PASSWORD (cost 5), made once with libxcrypt: perl -e 'print crypt("s3cret-Pa55", ...)'.
-const PASSWORD_BCRYPT = "$2a$05$Strata0AuthTest0Salt0uV9hyXGVkgNqe5j3rdlTAfDZzfIjEOUu";
 
-interface AuthRegistry extends AsyncDisposable {
-  host: string;
-}
-
-async function startAuthRegistry(): Promise<AuthRegistry> {
-  const tmp = await makeTempDir({ prefix: "strata-auth-registry-" });
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const host = `127.0.0.1:${listener.addr.port}`;
-  listener.close();
-  await Deno.writeTextFile(join(tmp.path, "htpasswd"), `${USER}:${PASSWORD_BCRYPT}\n`);
-  const config = join(tmp.path, "config.yml");
-  await Deno.writeTextFile(
-    config,
-    [
-      "version: 0.1",
-      "log:",
-      "  level: warn",
-      "  accesslog:",
-      "    disabled: true",
-      "storage:",
-      "  filesystem:",
-      `    rootdirectory: ${JSON.stringify(join(tmp.path, "data"))}`,
-      "auth:",
-      "  htpasswd:",
-      "    realm: strata-test",
-      `    path: ${JSON.stringify(join(tmp.path, "htpasswd"))}`,
-      "http:",
-      `  addr: ${JSON.stringify(host)}`,
-      "",
-    ].join("\n"),
-  );
-  const child = new Deno.Command("docker-registry", {
-    args: ["serve", config],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const stop = async (): Promise<void> => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already exited
-    }
-    await child.status;
-    await tmp.stop();
-  };
-  try {
-    for (let i = 0;; i++) {
-      try {
-        const response = await fetch(`http://${host}/v2/`);
-        await response.body?.cancel();
-        break;
-      } catch (err) {
-        if (i > 200) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    }
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-  return { host, [Symbol.asyncDispose]: stop };
+function startAuthRegistry(): Promise<TestRegistry> {
+  return startRegistry({ htpasswd: { user: USER, password: PASSWORD } });
 }
 
 async function getV2(
