@@ -422,3 +422,41 @@ peerTest(
     );
   },
 );
+
+peerTest("pullImage() names the digest of a manifest that does not match it", NEEDS, async () => {
+  await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+  const layout = await singleLayout(tmp.path, 141);
+  await using registry = await startRegistry();
+  await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/app:v1`);
+  await using proxy = await startFaultProxy(registry.host, {
+    corruptBlob: { digest: layout.digest },
+  });
+  using client = Client.open({ root: join(tmp.path, "root") });
+  await assert.rejects(
+    pullImage(client, `${proxy.host}/app:v1`, { snapshotter: SN }),
+    (err) => err instanceof FailedPrecondition && err.message.includes(layout.digest),
+  );
+  assert.equal(client.images.list().length, 0);
+  await assert.rejects(client.content.info(layout.digest), NotFound);
+  assert.deepEqual(await client.content.listIngests(), []);
+});
+
+peerTest(
+  "pullImage() reports a registry's 403 as permission denied, not retried",
+  NEEDS,
+  async () => {
+    await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+    const layout = await singleLayout(tmp.path, 151);
+    await using registry = await startRegistry();
+    await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/app:v1`);
+    await using proxy = await startFaultProxy(registry.host, {
+      failFirst: { count: 1000, status: 403, path: "/manifests/" },
+    });
+    using client = Client.open({ root: join(tmp.path, "root") });
+    await assert.rejects(
+      pullImage(client, `${proxy.host}/app:v1`, { snapshotter: SN }),
+      (err) => err instanceof PermissionDenied && err.message.includes(`${proxy.host}/app:v1`),
+    );
+    assert.ok(proxy.count("/manifests/") <= 2, `${proxy.count("/manifests/")} manifest requests`);
+  },
+);
