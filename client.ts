@@ -24,6 +24,8 @@ import type { Snapshotter } from "./snapshotters/types.ts";
 import { unpackImage, type UnpackOptions, type UnpackResult } from "./unpack/unpack.ts";
 import { chainId } from "./images/manifest.ts";
 import { isNotFound } from "./errors.ts";
+import { pullImage, type PullOptions } from "./transfer/pull.ts";
+import { pushImage, type PushImageOptions, type PushResult } from "./transfer/push.ts";
 
 /** Options for {@linkcode Client.open}. */
 export interface ClientOptions {
@@ -105,6 +107,45 @@ export class Client {
    */
   getImage(name: string, options: { platform?: MatchComparer } = {}): Image {
     return new Image(this, this.images.get(name), options.platform ?? this.platform);
+  }
+
+  /**
+   * Pulls an image from a registry and, by default, unpacks it as its layers arrive (see
+   * {@linkcode pullImage}).
+   *
+   * @example
+   * ```ts ignore
+   * import { Client } from "@strata/strata";
+   * using client = Client.open();
+   * const image = await client.pull("localhost:5000/app:1", { snapshotter: "native" });
+   * console.log(image.target.digest, await image.isUnpacked("native"));
+   * ```
+   *
+   * @param ref The reference, familiar (`alpine`) or full.
+   * @param options Platform, unpack, registry and progress options.
+   * @returns The pulled image, for the platform it was pulled for.
+   */
+  async pull(ref: string, options: PullOptions = {}): Promise<Image> {
+    const { image } = await pullImage(this, ref, options);
+    return new Image(this, image, options.platform ?? this.platform);
+  }
+
+  /**
+   * Pushes a stored image to a registry (see {@linkcode pushImage}).
+   *
+   * @example
+   * ```ts ignore
+   * import { Client } from "@strata/strata";
+   * using client = Client.open();
+   * await client.push("example.com/app:1", { remote: "localhost:5000/app:1" });
+   * ```
+   *
+   * @param name The stored image's name.
+   * @param options Where to push, the platform, registry and progress options.
+   * @returns The reference, its target and what was sent.
+   */
+  push(name: string, options: PushImageOptions = {}): Promise<PushResult> {
+    return pushImage(this, name, options);
   }
 
   /**

@@ -847,10 +847,22 @@ class RegistryPusher implements Pusher {
       scope: this.#scope,
       action,
     };
+    // A cross-repository mount: the registry links the blob it already has (201) or, when it
+    // cannot, starts an ordinary upload (202).
+    const from = options.mountFrom?.find((r) => r !== this.#parsed.repository && r !== "");
+    if (from !== undefined) {
+      start.url.searchParams.set("mount", desc.digest);
+      start.url.searchParams.set("from", from);
+      start.scope = [...this.#scope, `repository:${from}:pull`];
+    }
     if (signal !== undefined) start.signal = signal;
     const started = await this.#session.request(start);
     if (!started.response.ok) throw await statusError(start, started);
     await started.response.body?.cancel();
+    if (from !== undefined && started.response.status === 201) {
+      options.onProgress?.(desc.size);
+      return;
+    }
     const location = started.response.headers.get("location");
     if (location === null || location === "") {
       throw new FailedPrecondition(

@@ -45,6 +45,11 @@ export interface PushOptions {
   tag?: string;
   /** Called with the number of bytes sent so far. */
   onProgress?: (sent: number) => void;
+  /**
+   * Repositories of the same registry that hold the blob: the first is asked for a
+   * cross-repository mount (`POST ...?mount=<digest>&from=<repo>`), so the bytes are not sent.
+   */
+  mountFrom?: string[];
   /** Cancels the upload. */
   signal?: AbortSignal;
 }

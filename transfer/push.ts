@@ -11,10 +11,11 @@ import type { ImageStore } from "../images/store.ts";
 import type { Descriptor, MatchComparer } from "../images/types.ts";
 import { isIndexType, isManifestType } from "../images/media_types.ts";
 import { children, resolveManifest } from "../images/manifest.ts";
-import { normalizeReference, parseRemoteReference } from "../images/reference.ts";
+import { normalizeReference, parseRemoteReference, remoteHostname } from "../images/reference.ts";
 import { Resolver } from "../remotes/resolver.ts";
 import type { Pusher, ResolverOptions } from "../remotes/types.ts";
 import { type ProgressEvent, progressKind, throttleProgress } from "./progress.ts";
+import { LABEL_DISTRIBUTION_SOURCE } from "./pull.ts";
 
 /** What {@linkcode pushImage} reads: a `Client` has both. */
 export interface PushSource {
@@ -98,7 +99,11 @@ export async function pushImage(
   const resolver = options.resolver ?? new Resolver(resolverOptions(options));
   try {
     const pusher = await resolver.pusher(ref);
-    const job = new PushJob(source.content, pusher, emit, options.maxConcurrentUploads ?? 3);
+    const host = remoteHostname(parseRemoteReference(ref)).replace(/:\d+$/, "");
+    const job = new PushJob(source.content, pusher, emit, {
+      limit: options.maxConcurrentUploads ?? 3,
+      sourceLabel: `${LABEL_DISTRIBUTION_SOURCE}${host}`,
+    });
     await job.push(target, tag);
     emit({ id: ref, kind: "image", status: "pushed", digest: target.digest });
     return { ref, target, uploaded: job.uploaded, existed: job.existed };
@@ -129,17 +134,19 @@ class PushJob {
   #done = new Map<string, Promise<void>>();
   #free: number;
   #waiters: (() => void)[] = [];
+  #sourceLabel: string;
 
   constructor(
     content: ContentStore,
     pusher: Pusher,
     emit: (event: ProgressEvent) => void,
-    limit: number,
+    options: { limit: number; sourceLabel: string },
   ) {
     this.#content = content;
     this.#pusher = pusher;
     this.#emit = emit;
-    this.#free = Math.max(1, limit);
+    this.#free = Math.max(1, options.limit);
+    this.#sourceLabel = options.sourceLabel;
   }
 
   /** Pushes `desc` after all its children; `tag` only for the root. */
@@ -173,12 +180,15 @@ class PushJob {
     const isManifest = isManifestType(desc.mediaType) || isIndexType(desc.mediaType);
     if (!isManifest) await this.#acquire();
     try {
+      let labels: Record<string, string>;
       try {
-        await this.#content.info(desc.digest);
+        labels = (await this.#content.info(desc.digest)).labels;
       } catch (err) {
         if (isNotFound(err)) throw missing(desc);
         throw err;
       }
+      // Repositories of this registry the blob was pulled from: a mount saves the upload.
+      const sources = (labels[this.#sourceLabel] ?? "").split(",").filter((r) => r !== "");
       // A manifest is put again under a tag even when the registry has it by digest.
       if (tag === undefined && await this.#pusher.exists(desc)) {
         this.existed++;
@@ -197,6 +207,7 @@ class PushJob {
         : () => this.#content.stream(desc.digest);
       await this.#pusher.push(desc, data, {
         ...(tag ? { tag } : {}),
+        ...(sources.length > 0 && !isManifest ? { mountFrom: sources } : {}),
         onProgress: (sent) =>
           this.#emit({
             id: desc.digest,

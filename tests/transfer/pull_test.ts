@@ -460,3 +460,27 @@ peerTest(
     assert.ok(proxy.count("/manifests/") <= 2, `${proxy.count("/manifests/")} manifest requests`);
   },
 );
+
+peerTest(
+  "Client.pull() returns the unpacked image and Client.push() sends it back",
+  NEEDS,
+  async () => {
+    await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+    const layout = await singleLayout(tmp.path, 161);
+    await using registry = await startRegistry();
+    await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/app:v1`);
+    using client = Client.open({ root: join(tmp.path, "root") });
+    const image = await client.pull(`${registry.host}/app:v1`, { snapshotter: "native" });
+    assert.equal(image.target.digest, layout.digest);
+    assert.ok(await image.isUnpacked("native"));
+    assert.ok(!(await image.isUnpacked(SN)));
+    // Pushed to another repository of the same registry, the layers and the config are mounted
+    // from the repository they were pulled from, not sent again.
+    await using proxy = await startFaultProxy(registry.host, {});
+    const pushed = await client.push(image.name, { remote: `${proxy.host}/copy:v2` });
+    assert.equal(pushed.target.digest, layout.digest);
+    assert.equal(pushed.uploaded, 5);
+    assert.equal(proxy.count("/v2/copy/blobs/uploads/", "PUT"), 0);
+    assert.equal(proxy.count("mount=", "POST"), 4);
+  },
+);
