@@ -180,3 +180,39 @@ peerTest("strata push sends an imported image that skopeo inspects", NEEDS, asyn
   const missing = await strata([...root, "push", "example.com/none:v1", remote]);
   assert.equal(missing.code, 3);
 });
+
+peerTest(
+  "strata pull on a terminal redraws one line per blob in place",
+  { ...NEEDS, tools: [...NEEDS.tools, "script"] },
+  async () => {
+    await using tmp = await makeTempDir({ prefix: "strata-pull-cli-" });
+    const layout = await writeTestLayout(join(tmp.path, "layout"), {
+      tag: "v1",
+      platforms: [{ platform: hostPlatform(), seed: 231 }],
+    });
+    await using registry = await startRegistry();
+    await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/app:v1`);
+    const cli = new URL("../../cli.ts", import.meta.url).pathname;
+    const command = [
+      Deno.execPath(),
+      "run",
+      "-A",
+      cli,
+      "--root",
+      join(tmp.path, "root"),
+      "pull",
+      `${registry.host}/app:v1`,
+    ].map((a) => `'${a}'`).join(" ");
+    // `script` gives the command a pseudo-terminal, as a user's shell would.
+    const out = await runOk(["script", "-qec", command, "/dev/null"], {
+      env: { COLUMNS: "120", LINES: "40", TERM: "xterm" },
+    });
+    const text = out.stdout;
+    assert.match(text, /\x1b\[\d+A/, "cursor moved up to redraw");
+    for (const digest of layout.manifests[0]!.layers) {
+      assert.match(text, new RegExp(`layer ${digest.slice(7, 19)}\\s+extracted`));
+    }
+    assert.match(text, /elapsed: [\d.]+s\s+total: /);
+    assert.match(text, /pulled .* 5 blobs/);
+  },
+);
