@@ -208,7 +208,8 @@ peerTest(
       env: { COLUMNS: "120", LINES: "40", TERM: "xterm" },
     });
     const text = out.stdout;
-    assert.match(text, /\x1b\[\d+A/, "cursor moved up to redraw");
+    const cursorUp = new RegExp(`${String.fromCharCode(27)}\\[\\d+A`);
+    assert.match(text, cursorUp, "cursor moved up to redraw");
     for (const digest of layout.manifests[0]!.layers) {
       assert.match(text, new RegExp(`layer ${digest.slice(7, 19)}\\s+extracted`));
     }
