@@ -1,7 +1,8 @@
 // The libc binding: the only file in Strata that deals with dlopen, pointers and errno.
 //
 // libc is opened lazily on the first call so that importing sys/ never needs --allow-ffi.
-// Every symbol is synchronous: errno is thread-local, and it is read right after a call fails.
+// Every symbol but `syncfs_nonblocking` is synchronous: errno is thread-local, and it is read
+// right after a call fails.
 
 import { InvalidArgument, NotImplemented } from "../errors.ts";
 
@@ -49,6 +50,9 @@ const SYMBOLS = {
   lremovexattr: { parameters: ["buffer", "buffer"], result: "i32" },
   fremovexattr: { parameters: ["i32", "buffer"], result: "i32" },
   syncfs: { parameters: ["i32"], result: "i32" },
+  // The same call on a thread of Deno's blocking pool: the caller's thread goes on meanwhile.
+  // errno is thread-local and cannot be read for it; see `syncfsAsync` in mod.ts.
+  syncfs_nonblocking: { name: "syncfs", parameters: ["i32"], result: "i32", nonblocking: true },
   fsync: { parameters: ["i32"], result: "i32" },
   fdatasync: { parameters: ["i32"], result: "i32" },
   mount: { parameters: ["buffer", "buffer", "buffer", "usize", "buffer"], result: "i32" },

@@ -35,7 +35,7 @@
 
 import { InvalidArgument } from "../errors.ts";
 import { cstr, cstrOnce, errno, libc, SYS_GETDENTS64, SYS_MKNODAT, SYS_OPENAT2 } from "./_libc.ts";
-import { SysError, type SysErrorOptions } from "./errno.ts";
+import { errnoNumber, SysError, type SysErrorOptions } from "./errno.ts";
 import {
   AT_EMPTY_PATH,
   AT_FDCWD,
@@ -762,6 +762,33 @@ export function fremovexattr(fd: number, name: string): void {
  */
 export function syncfs(fd: number): void {
   if (libc().syncfs(fd) === -1) throw fail("syncfs", { fd });
+}
+
+/**
+ * Flushes every file system's dirty data like {@linkcode syncfs}, on a thread of Deno's blocking
+ * pool: the calling thread (and its event loop) goes on while the kernel writes. Keep `fd` open
+ * until the promise settles.
+ *
+ * errno lives on the thread that made the call, where JavaScript cannot read it: when the call
+ * fails it is made once more, synchronously, to learn why; when that one succeeds (the kernel
+ * reports a writeback error once per descriptor) the error is `EIO`.
+ *
+ * @example
+ * ```ts
+ * import { close, O_RDONLY, open, syncfsAsync } from "@strata/strata/sys";
+ * const fd = open("/tmp", O_RDONLY);
+ * await syncfsAsync(fd);
+ * close(fd);
+ * ```
+ *
+ * @param fd Any descriptor on the file system.
+ * @returns A promise that resolves once the file system is synced.
+ */
+export async function syncfsAsync(fd: number): Promise<void> {
+  const lib = libc();
+  if (await lib.syncfs_nonblocking(fd) !== -1) return;
+  if (lib.syncfs(fd) === -1) throw fail("syncfs", { fd });
+  throw new SysError(errnoNumber("EIO") ?? 5, "syncfs", { fd });
 }
 
 /**
