@@ -43,6 +43,10 @@ export const unpackCommand: Command = {
       type: "boolean",
       help: "Unpack even when the snapshotter does not support the image's platform",
     },
+    "no-parallel": {
+      type: "boolean",
+      help: "Apply one layer at a time (default: overlayfs on several CPUs applies layers at once)",
+    },
     quiet: { type: "boolean", short: "q", help: "Print only the chain ID" },
   },
   args: [1, 1],
@@ -57,6 +61,7 @@ export const unpackCommand: Command = {
       {
         syncFs: syncFsOption(ctx, values),
         checkPlatform: !values["no-platform-check"],
+        parallel: !values["no-parallel"],
         onLayer(e) {
           if (values.quiet || ctx.json) return;
           if (e.state === "extracting") return;

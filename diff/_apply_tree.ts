@@ -45,6 +45,12 @@ export interface TreeOptions {
   policy: WhiteoutPolicy;
   /** Lower directories, newest first (overlay policies only). */
   lowerDirs: readonly string[];
+  /**
+   * Overlay policies, applying before the lower layers exist (parallel unpack): gives the lower
+   * directories, newest first, once they do. Called at most once, by the first entry that needs
+   * them; that entry waits and is then applied as if they had been there from the start.
+   */
+  awaitLowerDirs?: () => Promise<readonly string[]>;
   /** Whether to work without privileges: owners and devices that cannot be set are recorded. */
   rootless: boolean;
   /** Receives what was not applied. */
@@ -162,6 +168,14 @@ async function writeSparse(
 }
 
 /**
+ * Thrown (and caught in {@linkcode Tree.apply}) where an entry needs the lower layers before they
+ * exist. Nothing of the entry has been changed yet at the points that throw it.
+ */
+class LowersPending extends Error {
+  override readonly name: string = "LowersPending";
+}
+
+/**
  * One extraction root. Not reentrant: entries are applied one at a time, in archive order.
  */
 export class Tree {
@@ -172,6 +186,7 @@ export class Tree {
   #rootless: boolean;
   #userns: boolean;
   #lowers: Lowers;
+  #awaitLowers: (() => Promise<readonly string[]>) | null;
   #skipped: Skipped[];
   /** Inodes this layer created or merged (opaque markers and whiteouts keep these). */
   #layer = new Set<number | string>();
@@ -197,6 +212,7 @@ export class Tree {
     this.#rootless = options.rootless;
     this.#userns = inUserNamespace();
     this.#skipped = options.skipped;
+    this.#awaitLowers = (this.#overlay ? options.awaitLowerDirs : undefined) ?? null;
     this.#root = sys.open(root, DIR_PATH);
     try {
       this.#lowers = new Lowers(this.#overlay ? options.lowerDirs : [], this.#prefix);
@@ -223,6 +239,27 @@ export class Tree {
 
   #unprivileged(): boolean {
     return this.#rootless || this.#userns;
+  }
+
+  /** Whether the lower layers may hold something: there are some, or they are still to come. */
+  #mayHaveLowers(): boolean {
+    return this.#awaitLowers !== null || !this.#lowers.empty;
+  }
+
+  /** Throws {@linkcode LowersPending} when the lower layers are still to come. */
+  #needLowers(): void {
+    if (this.#awaitLowers !== null) throw new LowersPending();
+  }
+
+  /** Waits for the lower layers and opens them. */
+  async #loadLowers(): Promise<void> {
+    const wait = this.#awaitLowers;
+    if (wait === null) return;
+    const paths = await wait();
+    const lowers = new Lowers(paths, this.#prefix);
+    this.#lowers.close();
+    this.#lowers = lowers;
+    this.#awaitLowers = null;
   }
 
   // --- resolution ------------------------------------------------------------------------------
@@ -351,7 +388,8 @@ export class Tree {
         }
         // Missing here. On the overlay policies the lower layers may hold it.
         let hit: LowerHit | null = null;
-        if (this.#overlay && !(top?.hidden ?? false) && !this.#lowers.empty) {
+        if (this.#overlay && !(top?.hidden ?? false) && this.#mayHaveLowers()) {
+          this.#needLowers();
           hit = this.#lowers.lookup(stack.map((s) => s.name).join("/"), c);
         }
         try {
@@ -482,6 +520,17 @@ export class Tree {
    * @param entry The entry.
    */
   async apply(entry: TarEntry): Promise<void> {
+    for (;;) {
+      try {
+        return await this.#apply(entry);
+      } catch (err) {
+        if (!(err instanceof LowersPending)) throw err;
+        await this.#loadLowers();
+      }
+    }
+  }
+
+  async #apply(entry: TarEntry): Promise<void> {
     const h = entry.header;
     const raw = h.name;
     if (raw.includes("\0")) {
@@ -649,9 +698,10 @@ export class Tree {
     }
     const [tparent, tbase] = splitName(target);
     let tfd = this.#openDir(tparent, raw);
-    if (this.#overlay && !this.#lowers.empty && (tfd === null || statAt(tfd, tbase) === null)) {
+    if (this.#overlay && this.#mayHaveLowers() && (tfd === null || statAt(tfd, tbase) === null)) {
       // On an overlay upperdir the target may exist only in a lower layer: copy it up.
       if (tfd !== null) sys.close(tfd);
+      this.#needLowers();
       tfd = this.#copyUp(tparent, tbase, raw);
     }
     if (tfd === null) throw this.#missingTarget(raw, h.linkname);

@@ -85,6 +85,16 @@ export interface ApplyOptions {
    */
   lowerDirs?: string[];
   /**
+   * Overlay policies, for a layer applied before its lower layers exist (the parallel unpack of
+   * a snapshotter with the `rebase` capability, into the empty upper directory of a parentless
+   * snapshot): gives the lower directories, newest first, once they do. It is called at most
+   * once, by the first entry that needs them (an implied parent directory, a hardlink target or
+   * a whiteout's directory that this layer does not hold); that entry waits for the promise and
+   * the apply goes on as if they had been given in `lowerDirs` from the start, so the result is
+   * the same. A layer that lists every directory it uses never calls it.
+   */
+  awaitLowerDirs?: () => Promise<string[]>;
+  /**
    * Work without privileges: owners that cannot be set, devices, and xattrs that need privilege
    * are recorded in {@linkcode ApplyResult.skipped}. Default: `Deno.uid() !== 0`.
    */
@@ -172,7 +182,13 @@ export async function applyLayer(
   const skipped: Skipped[] = [];
   let tree: Tree;
   try {
-    tree = new Tree(root, { policy, lowerDirs: options.lowerDirs ?? [], rootless, skipped });
+    tree = new Tree(root, {
+      policy,
+      lowerDirs: options.lowerDirs ?? [],
+      rootless,
+      skipped,
+      ...(options.awaitLowerDirs ? { awaitLowerDirs: options.awaitLowerDirs } : {}),
+    });
   } catch (err) {
     throw openError(root, options.lowerDirs ?? [], err);
   }

@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import process from "node:process";
 import type { ContentStore } from "../content/mod.ts";
-import { applyToMounts } from "../diff/apply.ts";
+import { type ApplyOptions, applyToMounts } from "../diff/apply.ts";
 import { AlreadyExists, FailedPrecondition, isNotFound, NotFound } from "../errors.ts";
 import {
   chainIds,
@@ -16,8 +16,12 @@ import type { Descriptor, ImageRecord, MatchComparer, Platform } from "../images
 import { anyPlatform } from "../images/platforms.ts";
 import { LeaseManager, type LeaseResource, withLease } from "../leases/leases.ts";
 import type { MetadataDb } from "../metadata/db.ts";
+import { singleBindSource } from "../mount/mod.ts";
+import type { Mount } from "../mount/types.ts";
 import type { Snapshotter } from "../snapshotters/types.ts";
 import { withKeyLock } from "./_lock.ts";
+import { Limiter, SyncQueue } from "./_sync.ts";
+import { WorkerPool } from "./_worker_pool.ts";
 
 /** Snapshot label: the chain ID the extraction snapshot is for (containerd's). */
 export const LABEL_SNAPSHOT_REF = "containerd.io/snapshot.ref";
@@ -56,8 +60,24 @@ export interface UnpackOptions {
    * support (default true).
    */
   checkPlatform?: boolean;
-  /** `syncfs(2)` each layer's filesystem after it is applied and before it is committed. */
+  /**
+   * `syncfs(2)` each layer's file system after it is applied and before it is committed. The
+   * call runs off the event loop, so the next layer goes on applying meanwhile (parallel mode);
+   * calls on one file system are coalesced, each layer waiting for one that started after its
+   * apply ended. No snapshot is committed before its data is on disk.
+   */
   syncFs?: boolean;
+  /**
+   * Apply layers concurrently (default true), as containerd does with `max_concurrent_unpacks`
+   * above 1. It takes effect when the snapshotter has the `rebase` capability (overlayfs outside
+   * a user namespace) and more than one CPU is available (`navigator.hardwareConcurrency`): up
+   * to one layer per CPU is applied at once, each into a snapshot prepared without a parent with
+   * overlay whiteouts, and the layers are committed strictly bottom up, each with its parent. An
+   * entry that needs the layers below (an implied directory, a hardlink to a file of a lower
+   * layer) waits until they are committed. The result is the same as sequential. `false` applies
+   * one layer at a time, each on its committed parent.
+   */
+  parallel?: boolean;
   /** Told about each layer as it is handled. */
   onLayer?: (event: LayerEvent) => void;
   /** Stops the unpack between entries; the layer in progress is not committed. */
@@ -197,50 +217,86 @@ async function unpackPinned(
     snapshotter: snapshotter.name,
     layers: [],
   };
-  const lockDir = join(target.root, "locks", "unpack");
+  const cores = navigator.hardwareConcurrency ?? 1;
+  const parallel = options.parallel !== false && cores > 1 &&
+    snapshotter.capabilities.includes("rebase");
+  const run: Run = {
+    content,
+    snapshotter,
+    lockDir: join(target.root, "locks", "unpack"),
+    syncFs: options.syncFs ?? false,
+    syncs: new SyncQueue(),
+    signal: options.signal,
+    pin: pinSnapshot,
+    parallel,
+    whiteouts: overlayPolicy(snapshotter),
+    onLayer: options.onLayer,
+    fetcher: options.fetcher,
+    failed: null,
+    aborts: [],
+    // Parallel: layers are applied on worker threads and on this one (one CPU each), so that
+    // they use several CPUs. The main thread takes a layer when every worker is busy: one
+    // isolate less keeps the peak memory down.
+    pool: parallel ? new WorkerPool(cores - 1) : undefined,
+  };
+  const limiter = new Limiter(parallel ? cores : 1);
+  const tasks: Promise<boolean>[] = [];
+  // Settles when chain[i - 1] is committed (or already was); rejects when that layer failed.
+  let below: Promise<void> = Promise.resolve();
+  let belowDone = true;
   let fetching = false;
-  for (const [i, layer] of layers.entries()) {
-    const chainId = chain[i]!;
-    const parent = i > 0 ? chain[i - 1] : undefined;
-    const event = { index: i, blob: layer.blob, diffId: layer.diffId, chainId };
-    if (await exists(snapshotter, chainId)) {
-      options.onLayer?.({ ...event, state: "exists" });
-      result.layers.push({ diffId: layer.diffId, chainId, applied: false });
-      continue;
-    }
-    if (options.fetcher && !fetching) {
-      fetching = true;
-      options.fetcher.start(layers.slice(i).map((l) => l.blob));
-    }
-    const applied = await withKeyLock(
-      lockDir,
-      `${snapshotter.name} ${chainId}`,
-      async () => {
-        // Another unpack may have committed it while this one waited for the lock.
-        if (await exists(snapshotter, chainId)) return false;
-        await options.fetcher?.ready(layer.blob);
-        options.onLayer?.({ ...event, state: "extracting" });
-        const skipped = await applyOne(content, snapshotter, {
-          chainId,
-          parent,
-          blob: layer.blob,
-          diffId: layer.diffId,
-          syncFs: options.syncFs ?? false,
-          signal: options.signal,
-          pin: pinSnapshot,
-        });
-        options.onLayer?.({ ...event, state: "extracted", skipped });
-        return true;
-      },
-    );
-    if (applied) {
-      await content.update(layer.blob.digest, { [LABEL_UNCOMPRESSED]: layer.diffId }, {
-        fieldpaths: [`labels.${LABEL_UNCOMPRESSED}`],
+  try {
+    for (const [i, layer] of layers.entries()) {
+      if (run.failed !== null) break;
+      const chainId = chain[i]!;
+      const event: LayerEventBase = { index: i, blob: layer.blob, diffId: layer.diffId, chainId };
+      if (belowDone && await exists(snapshotter, chainId)) {
+        options.onLayer?.({ ...event, state: "exists" });
+        tasks.push(Promise.resolve(false));
+        continue;
+      }
+      if (options.fetcher && !fetching) {
+        fetching = true;
+        options.fetcher.start(layers.slice(i).map((l) => l.blob));
+      }
+      // Turns are taken in layer order, so a layer waiting for the one below never holds the
+      // turn that one needs.
+      const release = await limiter.acquire();
+      if (run.failed !== null) {
+        release();
+        break;
+      }
+      const abort = new AbortController();
+      run.aborts[i] = abort;
+      const task = unpackLayer(run, {
+        ...event,
+        parent: i > 0 ? chain[i - 1] : undefined,
+        below,
+        belowDone,
+        release,
+        abort,
       });
-    } else {
-      options.onLayer?.({ ...event, state: "exists" });
+      tasks.push(task);
+      // The rejection is handled where the tasks are awaited.
+      task.catch(() => {});
+      below = task.then(() => {});
+      below.catch(() => {});
+      belowDone = false;
+      // Sequential: each layer is committed before the next one is looked at.
+      if (!parallel) {
+        await task;
+        belowDone = true;
+      }
     }
-    result.layers.push({ diffId: layer.diffId, chainId, applied });
+  } finally {
+    await Promise.allSettled(tasks);
+    run.pool?.close();
+  }
+  if (run.failed !== null) throw run.failed.err;
+  for (const [i, task] of tasks.entries()) {
+    const applied = await task;
+    const layer = layers[i]!;
+    result.layers.push({ diffId: layer.diffId, chainId: chain[i]!, applied });
   }
   if (result.chainId !== "") {
     const key = `${LABEL_GC_REF_SNAPSHOT}${snapshotter.name}`;
@@ -249,6 +305,98 @@ async function unpackPinned(
     });
   }
   return result;
+}
+
+/** What every layer of one unpack shares. */
+interface Run {
+  content: ContentStore;
+  snapshotter: Snapshotter;
+  lockDir: string;
+  syncFs: boolean;
+  syncs: SyncQueue;
+  signal: AbortSignal | undefined;
+  pin: (key: string) => void;
+  parallel: boolean;
+  /** The whiteout policy of a layer applied without its parent (parallel mode). */
+  whiteouts: "overlay" | "overlay-userxattr";
+  onLayer: ((event: LayerEvent) => void) | undefined;
+  fetcher: LayerFetcher | undefined;
+  /** The failure of the lowest layer that failed. */
+  failed: { index: number; err: unknown } | null;
+  /** Per layer being unpacked: stops its apply when a layer below fails. */
+  aborts: AbortController[];
+  /** The worker threads of a parallel unpack. */
+  pool: WorkerPool | undefined;
+}
+
+type LayerEventBase = Omit<LayerEvent, "state" | "skipped">;
+
+/** One layer to unpack. */
+interface LayerTask extends LayerEventBase {
+  /** The chain ID of the layer below, when there is one. */
+  parent: string | undefined;
+  /** Settles when the parent is committed; rejects when the layer below failed. */
+  below: Promise<void>;
+  /** Whether the parent was known to be committed when this layer was started. */
+  belowDone: boolean;
+  /** Ends the layer's apply turn. */
+  release: () => void;
+  /** Aborts this layer (a layer below failed). */
+  abort: AbortController;
+}
+
+/** The layer below failed: this one is removed unapplied (containerd's "aborted"). */
+class Aborted extends Error {
+  override readonly name: string = "Aborted";
+}
+
+/**
+ * Unpacks one layer under its chain lock: applied into a fresh active snapshot, synced, and
+ * committed once the layer below is. Returns whether it applied the layer.
+ */
+async function unpackLayer(run: Run, task: LayerTask): Promise<boolean> {
+  const { snapshotter } = run;
+  const event: LayerEventBase = {
+    index: task.index,
+    blob: task.blob,
+    diffId: task.diffId,
+    chainId: task.chainId,
+  };
+  try {
+    const applied = await withKeyLock(
+      run.lockDir,
+      `${snapshotter.name} ${task.chainId}`,
+      async () => {
+        // Another unpack may have committed it while this one waited for the lock.
+        if (await exists(snapshotter, task.chainId)) return false;
+        if (run.failed !== null) throw new Aborted();
+        await run.fetcher?.ready(task.blob);
+        run.onLayer?.({ ...event, state: "extracting" });
+        const skipped = await applyOne(run, task);
+        run.onLayer?.({ ...event, state: "extracted", skipped });
+        return true;
+      },
+    );
+    if (applied) {
+      await run.content.update(task.blob.digest, { [LABEL_UNCOMPRESSED]: task.diffId }, {
+        fieldpaths: [`labels.${LABEL_UNCOMPRESSED}`],
+      });
+    } else {
+      run.onLayer?.({ ...event, state: "exists" });
+    }
+    return applied;
+  } catch (err) {
+    if (!(err instanceof Aborted) && (run.failed === null || run.failed.index > task.index)) {
+      run.failed = { index: task.index, err };
+    }
+    // Layers above stop: none of them can be committed now.
+    for (const [i, abort] of run.aborts.entries()) {
+      if (i > task.index) abort?.abort(new Aborted());
+    }
+    throw err;
+  } finally {
+    task.release();
+  }
 }
 
 async function exists(snapshotter: Snapshotter, key: string): Promise<boolean> {
@@ -267,75 +415,167 @@ function extractKey(chainId: string): string {
   return `extract-${ns}-${randomBytes(3).toString("base64url")} ${chainId}`;
 }
 
-async function applyOne(
-  content: ContentStore,
-  snapshotter: Snapshotter,
-  layer: {
-    chainId: string;
-    parent: string | undefined;
-    blob: Descriptor;
-    diffId: string;
-    syncFs: boolean;
-    signal: AbortSignal | undefined;
-    pin: (key: string) => void;
-  },
-): Promise<number> {
-  const labels: Record<string, string> = {
-    [LABEL_SNAPSHOT_REF]: layer.chainId,
-    [LABEL_DIFF_ID]: layer.diffId,
-    ...(layer.parent ? { [LABEL_PARENT_CHAIN_ID]: layer.parent } : {}),
-  };
-  let key = extractKey(layer.chainId);
-  let mounts;
+/** The whiteout policy overlay mounts of this snapshotter would get. */
+function overlayPolicy(snapshotter: Snapshotter): "overlay" | "overlay-userxattr" {
+  const options = (snapshotter as { mountOptions?: readonly string[] }).mountOptions ?? [];
+  return options.includes("userxattr") ? "overlay-userxattr" : "overlay";
+}
+
+/** The directory a layer is written into: a bind source or an overlay upperdir. */
+function writtenDir(mounts: readonly Mount[]): string | undefined {
+  const bind = singleBindSource(mounts);
+  if (bind !== undefined) return bind;
+  const [mount] = mounts;
+  if (mounts.length !== 1 || mount?.type !== "overlay") return undefined;
+  const upper = mount.options.find((o) => o.startsWith("upperdir="));
+  return upper?.slice("upperdir=".length);
+}
+
+/** The lower directories, newest first, of a snapshot whose parent is `parent`. */
+function lowerDirsOf(mounts: readonly Mount[]): string[] {
+  const bind = singleBindSource(mounts);
+  if (bind !== undefined) return [bind];
+  const [mount] = mounts;
+  const lower = mount?.options.find((o) => o.startsWith("lowerdir="));
+  if (mounts.length !== 1 || mount?.type !== "overlay" || lower === undefined) {
+    throw new FailedPrecondition(
+      `Cannot find the lower directories of a view: unexpected mounts ${
+        JSON.stringify(mounts.map((m) => `${m.type}:${m.source}`))
+      }`,
+    );
+  }
+  return lower.slice("lowerdir=".length).split(":").filter((d) => d !== "");
+}
+
+/** Prepares an extraction snapshot under a unique key (3 tries, containerd's). */
+async function prepareUnique(
+  run: Run,
+  chainId: string,
+  create: (key: string) => Promise<Mount[]>,
+): Promise<{ key: string; mounts: Mount[] }> {
   for (let attempt = 0;; attempt++) {
+    const key = extractKey(chainId);
     try {
-      layer.pin(key);
-      mounts = await snapshotter.prepare(key, {
-        labels,
-        ...(layer.parent ? { parent: layer.parent } : {}),
-      });
-      break;
+      run.pin(key);
+      return { key, mounts: await create(key) };
     } catch (err) {
-      if (err instanceof AlreadyExists && attempt < 3) {
-        key = extractKey(layer.chainId);
-        continue;
-      }
+      if (err instanceof AlreadyExists && attempt < 2) continue;
       throw err;
     }
   }
+}
+
+async function removeQuietly(snapshotter: Snapshotter, key: string): Promise<void> {
   try {
-    let source;
+    await snapshotter.remove(key);
+  } catch (removeErr) {
+    if (!isNotFound(removeErr)) {
+      console.error(`strata: cannot remove snapshot "${key}": ${(removeErr as Error).message}`);
+    }
+  }
+}
+
+/**
+ * Applies a layer into a new active snapshot and commits it. Sequential (or with the parent
+ * committed already): prepared on its parent. Parallel: prepared without a parent, applied with
+ * the overlay whiteout policy into the empty upper directory (lower layers fetched through a view
+ * only if an entry needs them), and committed with its parent once that is committed (rebase).
+ * With `syncFs` the file system is synced (off the event loop) before the commit.
+ */
+async function applyOne(run: Run, task: LayerTask): Promise<number> {
+  const { snapshotter } = run;
+  const labels: Record<string, string> = {
+    [LABEL_SNAPSHOT_REF]: task.chainId,
+    [LABEL_DIFF_ID]: task.diffId,
+    ...(task.parent ? { [LABEL_PARENT_CHAIN_ID]: task.parent } : {}),
+  };
+  const rebase = run.parallel && task.parent !== undefined && !task.belowDone;
+  if (!rebase) await task.below;
+  const { key, mounts } = await prepareUnique(run, task.chainId, (key) =>
+    snapshotter.prepare(key, {
+      labels,
+      ...(task.parent && !rebase ? { parent: task.parent } : {}),
+    }));
+  let viewKey: string | undefined;
+  try {
+    const missing = (err: unknown): unknown =>
+      err instanceof NotFound
+        ? new NotFound(
+          `Cannot unpack layer ${task.blob.digest}: it is not in the content store (pull or import the image first)`,
+        )
+        : err;
+    const signals = [task.abort.signal, ...(run.signal ? [run.signal] : [])];
+    const dir = writtenDir(mounts);
+    const applyOptions: ApplyOptions & { tempMountDir?: string } = {
+      expectedDiffId: task.diffId,
+      expectedDigest: task.blob.digest,
+      // Synced here, off the event loop, when the directory is known.
+      syncFs: run.syncFs && dir === undefined,
+      signal: AbortSignal.any(signals),
+    };
+    if (rebase) {
+      applyOptions.whiteouts = run.whiteouts;
+      applyOptions.awaitLowerDirs = async () => {
+        await task.below;
+        const viewMounts = await prepareUnique(run, task.parent!, (k) => {
+          viewKey = k;
+          return snapshotter.view(k, { parent: task.parent! });
+        });
+        return lowerDirsOf(viewMounts.mounts);
+      };
+    }
+    let result;
     try {
-      source = content.stream(layer.blob.digest);
-    } catch (err) {
-      if (err instanceof NotFound) {
-        throw new NotFound(
-          `Cannot unpack layer ${layer.blob.digest}: it is not in the content store (pull or import the image first)`,
+      if (run.pool !== undefined) {
+        await run.content.info(task.blob.digest).catch((err) => {
+          throw missing(err);
+        });
+      }
+      if (run.pool === undefined || !run.pool.hasRoom) {
+        let source;
+        try {
+          source = run.content.stream(task.blob.digest);
+        } catch (err) {
+          throw missing(err);
+        }
+        result = await applyToMounts(source, mounts, applyOptions);
+      } else {
+        // Checked and taken with nothing awaited in between; the worker reads the blob file.
+        result = await run.pool.apply(
+          run.content.blobPath(task.blob.digest),
+          mounts,
+          applyOptions,
         );
       }
-      throw err;
+    } finally {
+      if (viewKey !== undefined) {
+        await removeQuietly(snapshotter, viewKey);
+        // The view's directory now belongs to no snapshot: delete it rather than leave it for
+        // a later cleanup.
+        await snapshotter.cleanup().catch(() => {});
+      }
     }
-    const result = await applyToMounts(source, mounts, {
-      expectedDiffId: layer.diffId,
-      expectedDigest: layer.blob.digest,
-      syncFs: layer.syncFs,
-      ...(layer.signal ? { signal: layer.signal } : {}),
-    });
+    // The next layer may apply while this one syncs and waits for its turn to commit.
+    task.release();
+    if (run.syncFs && dir !== undefined) await run.syncs.sync(dir);
     try {
-      await snapshotter.commit(layer.chainId, key, { labels });
+      await task.below;
+    } catch {
+      throw new Aborted();
+    }
+    task.abort.signal.throwIfAborted();
+    try {
+      await snapshotter.commit(task.chainId, key, {
+        labels,
+        ...(rebase ? { parent: task.parent! } : {}),
+      });
     } catch (err) {
       if (!(err instanceof AlreadyExists)) throw err;
       await snapshotter.remove(key); // Someone else committed this chain first: that is success.
     }
     return result.skipped.length;
   } catch (err) {
-    try {
-      await snapshotter.remove(key);
-    } catch (removeErr) {
-      if (!isNotFound(removeErr)) {
-        console.error(`strata: cannot remove snapshot "${key}": ${(removeErr as Error).message}`);
-      }
-    }
+    await removeQuietly(snapshotter, key);
     throw err;
   }
 }

@@ -27,6 +27,8 @@ import { diffTrees, snapshotTree, type TreeEntry } from "../_tree.ts";
 import { manyFileLayers, seededRandom, writeLayout } from "./_build_image.ts";
 
 const ITERATIONS = 5;
+/** Layers a parallel unpack applies at once (one per CPU). */
+const PARALLEL = navigator.hardwareConcurrency ?? 1;
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const SEED = Number(Deno.env.get("STRATA_CRASH_SEED") ?? Math.floor(Math.random() * 2 ** 31));
 
@@ -201,7 +203,13 @@ for (const snapshotter of ["native", "overlayfs"]) {
           const committed = before.filter((s) => s.kind === "committed").map((s) => s.name);
           assert.ok(committed.every((c) => chain.includes(c)), `unexpected ${committed}`);
           const leftovers = before.filter((s) => s.kind !== "committed");
-          assert.ok(leftovers.length <= 1, `at most the killed run's active: ${leftovers.length}`);
+          // A parallel unpack (overlayfs on several CPUs) has up to one active per CPU in flight,
+          // and a view giving a layer its lower directories.
+          const inFlight = snapshotter === "overlayfs" ? PARALLEL + 1 : 1;
+          assert.ok(
+            leftovers.length <= inFlight,
+            `at most the killed run's actives (${inFlight}): ${leftovers.length}`,
+          );
           console.log(
             `  ${snapshotter} #${i}: kill ${point.delay} ms after ${
               point.afterLines === 0 ? "the start" : `layer ${point.afterLines}`
@@ -209,7 +217,7 @@ for (const snapshotter of ["native", "overlayfs"]) {
               `layers committed, ${leftovers.length} active left`,
           );
           for (const s of leftovers) {
-            assert.equal(s.kind, "active");
+            assert.ok(s.kind === "active" || s.kind === "view", s.kind);
             assert.match(s.name, /^extract-\d+-[\w-]+ sha256:[0-9a-f]{64}$/);
           }
 
