@@ -321,3 +321,68 @@ async function describe(
     built,
   };
 }
+
+/**
+ * A fixture twice as big as `fixture`: the same image with its layers listed twice (layers
+ * `1..n, 1..n`, so every layer is applied twice on top of the first copy), written as an OCI
+ * layout sharing the blobs (hard links) and normalised like any layout. Its name is
+ * `<name>-x2`.
+ *
+ * @example
+ * ```ts ignore
+ * const big = await doubledFixture("/tmp/fx", app, { log: console.error });
+ * ```
+ *
+ * @param cache The cache directory.
+ * @param fixture The fixture to double.
+ * @param options A logger.
+ * @returns The doubled fixture.
+ */
+export async function doubledFixture(
+  cache: string,
+  fixture: Fixture,
+  options: { log: (line: string) => void },
+): Promise<Fixture> {
+  const name = `${fixture.name}-x2`;
+  const src = fixture.layout;
+  const dir = join(cache, `source-${name}-${basename(dirname(src))}`);
+  const blobs = join(dir, "blobs", "sha256");
+  const blob = (digest: string) => join(src, "blobs", "sha256", digest.slice("sha256:".length));
+  const index = JSON.parse(await Deno.readTextFile(join(src, "index.json")));
+  const manifestDesc = index.manifests[0];
+  const manifest = JSON.parse(await Deno.readTextFile(blob(manifestDesc.digest)));
+  const config = JSON.parse(await Deno.readTextFile(blob(manifest.config.digest)));
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await Deno.mkdir(blobs, { recursive: true });
+  for (const layer of manifest.layers) {
+    const to = join(blobs, layer.digest.slice("sha256:".length));
+    if (!(await exists(to))) await Deno.link(blob(layer.digest), to);
+  }
+  const put = async (value: unknown): Promise<{ digest: string; size: number }> => {
+    const bytes = new TextEncoder().encode(JSON.stringify(value));
+    const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    await Deno.writeFile(join(blobs, digest.slice("sha256:".length)), bytes);
+    return { digest, size: bytes.length };
+  };
+  config.rootfs.diff_ids = [...config.rootfs.diff_ids, ...config.rootfs.diff_ids];
+  delete config.history;
+  manifest.layers = [...manifest.layers, ...manifest.layers];
+  manifest.config = { ...manifest.config, ...(await put(config)) };
+  const m = await put(manifest);
+  await Deno.writeTextFile(
+    join(dir, "index.json"),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [{
+        mediaType: manifestDesc.mediaType,
+        ...m,
+        annotations: { "org.opencontainers.image.ref.name": name },
+      }],
+    }),
+  );
+  await Deno.writeTextFile(
+    join(dir, "oci-layout"),
+    JSON.stringify({ imageLayoutVersion: "1.0.0" }),
+  );
+  return await layoutFixture(cache, `${dir}:${name}`, options);
+}

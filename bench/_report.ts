@@ -16,6 +16,8 @@ export interface Series {
   seconds: number[];
   /** Seconds of each run including a `sync` right after the command. */
   syncedSeconds: number[];
+  /** Peak resident memory (VmHWM, KiB) of each run, when measured. */
+  peakKiB: number[];
   /** Bytes moved per run (the image's blob bytes), or 0 when throughput makes no sense. */
   bytes: number;
 }
@@ -58,6 +60,10 @@ function ratio(x: number): string {
   return Number.isFinite(x) ? `**${x.toFixed(2)}**` : "—";
 }
 
+function peak(kib: number[]): string {
+  return kib.length === 0 ? "—" : (Math.max(...kib) / 1024).toFixed(0);
+}
+
 function plainRatio(x: number): string {
   return Number.isFinite(x) ? x.toFixed(2) : "—";
 }
@@ -76,8 +82,8 @@ function plainRatio(x: number): string {
  */
 export function resultsTable(series: Series[]): string[] {
   const lines = [
-    "| case | tool | runs | median s | min s | max s | MB/s (median) | median s incl. sync | strata/peer | strata/peer incl. sync |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| case | tool | runs | median s | min s | max s | MB/s (median) | median s incl. sync | strata/peer | strata/peer incl. sync | peak RSS MB (max) |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const s of series) {
     const t = summarise(s.seconds);
@@ -93,7 +99,7 @@ export function resultsTable(series: Series[]): string[] {
     lines.push(
       `| ${s.caseName} | ${s.tool} | ${s.seconds.length} | ${secs(t.median)} | ${secs(t.min)} | ${
         secs(t.max)
-      } | ${mbs} | ${secs(d.median)} | ${r} | ${rd} |`,
+      } | ${mbs} | ${secs(d.median)} | ${r} | ${rd} | ${peak(s.peakKiB)} |`,
     );
   }
   return lines;

@@ -13,6 +13,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { FailedPrecondition, InvalidArgument, StrataError } from "../errors.ts";
 import {
+  doubledFixture,
   type Fixture,
   FIXTURE_TAG,
   layoutFixture,
@@ -60,6 +61,8 @@ Options:
   --layer1 PATHS      umoci fixture, layer 1 (comma-separated directories; default
                       /usr/lib/python3,/usr/lib/python3.11,/usr/lib/node_modules,/usr/lib/gcc)
   --layer2 PATHS      umoci fixture, layer 2 (default /usr/include)
+  --double NAMES      Also run apply and unpack on these fixtures with their layers listed twice
+                      (an image twice the size, named NAME-x2; comma-separated)
   --strata CMD        The strata command (default: deno run --allow-all --no-lock <repo>/cli.ts)
   --no-drop-caches    Do not drop the page cache between runs
   --keep              Keep the scratch directory
@@ -69,6 +72,11 @@ Options:
 /** One tool in one case: what to run, given the run's index and scratch directory. */
 interface Contender {
   tool: string;
+  /**
+   * Whether the command's own peak memory means something (it does the work itself; `ctr` is
+   * only a client of containerd): then it runs under `/usr/bin/time` and its VmHWM is reported.
+   */
+  rss?: boolean;
   /** Prepares a run (untimed) and returns the command plus a check and a cleanup. */
   prepare(scratch: string): Promise<Prepared>;
 }
@@ -90,6 +98,7 @@ interface Options {
   layer1: string[];
   layer2: string[];
   strata: string[];
+  double: string[];
   drop: boolean;
   keep: boolean;
   write: boolean;
@@ -114,6 +123,7 @@ function parseOptions(args: string[]): Options | undefined {
       },
       layer2: { type: "string", default: "/usr/include" },
       strata: { type: "string" },
+      double: { type: "string", default: "" },
       "no-drop-caches": { type: "boolean", default: false },
       keep: { type: "boolean", default: false },
       write: { type: "boolean", default: false },
@@ -152,6 +162,7 @@ function parseOptions(args: string[]): Options | undefined {
     strata: values.strata
       ? values.strata.split(/\s+/).filter((p) => p !== "")
       : [Deno.execPath(), "run", "--allow-all", "--no-lock", join(REPO, "cli.ts")],
+    double: list(values.double),
     drop: !values["no-drop-caches"],
     keep: values.keep,
     write: values.write,
@@ -171,11 +182,26 @@ async function loadFixtures(o: Options): Promise<Fixture[]> {
           : await makeFixturesFixture(o.fixtures, spec, { script: MAKE_FIXTURES, log }),
       );
     }
-    return fixtures;
+    return await withDoubles(o, fixtures);
   }
   for (const spec of specs) fixtures.push(await layoutFixture(o.fixtures, spec, { log }));
-  if (fixtures.length > 0) return fixtures;
+  if (fixtures.length > 0) return await withDoubles(o, fixtures);
   return [await umociFixture(o.fixtures, { layer1: o.layer1, layer2: o.layer2, log })];
+}
+
+/** The fixtures plus, for each name in `--double`, the same image with its layers twice. */
+async function withDoubles(o: Options, fixtures: Fixture[]): Promise<Fixture[]> {
+  const out = [...fixtures];
+  for (const name of o.double) {
+    const f = fixtures.find((x) => x.name === name);
+    if (f === undefined) {
+      throw new InvalidArgument(
+        `Cannot double fixture "${name}": expected one of ${fixtures.map((x) => x.name)}`,
+      );
+    }
+    out.push(await doubledFixture(o.fixtures, f, { log }));
+  }
+  return out;
 }
 
 async function firstLine(argv: string[]): Promise<string> {
@@ -411,18 +437,25 @@ function checkCommitted(output: string, n: number, what: string): void {
   }
 }
 
-function strataUnpack(o: Options, f: Fixture, sn: string, sync: boolean): Contender {
+function strataUnpack(
+  o: Options,
+  f: Fixture,
+  sn: string,
+  mode: { sync: boolean; parallel: boolean },
+): Contender {
+  const { sync, parallel } = mode;
   return {
-    tool: sync ? "strata --sync-fs" : "strata",
+    tool: `strata${sync ? " --sync-fs" : ""}${parallel ? "" : " --no-parallel"}`,
+    rss: true,
     async prepare(scratch) {
       const root = join(scratch, "strata-root");
       // The content is imported untimed: only the unpack is measured.
       await mustRun([...o.strata, "--root", root, "import", "--base-name", BASE_NAME, f.layout], {
         cwd: REPO,
       });
-      const syncFlag = sync ? "--sync-fs" : "--no-sync-fs";
+      const flags = [sync ? "--sync-fs" : "--no-sync-fs", ...(parallel ? [] : ["--no-parallel"])];
       return {
-        argv: [...o.strata, "--root", root, "unpack", "--snapshotter", sn, syncFlag, IMAGE_NAME],
+        argv: [...o.strata, "--root", root, "unpack", "--snapshotter", sn, ...flags, IMAGE_NAME],
         cwd: REPO,
         check: async () => {
           const r = await mustRun([
@@ -482,9 +515,34 @@ function ctrUnpack(c: Containerd, f: Fixture, sn: string, ref: string): Contende
   };
 }
 
+/**
+ * GNU tar extracting every layer blob (`tar -xzf`, its own `gzip -d`) into its own directory, one
+ * after the other: the work of an overlay unpack without whiteouts, xattrs or verification.
+ */
+function tarLayers(f: Fixture): Contender {
+  return {
+    tool: "tar",
+    rss: true,
+    prepare(scratch) {
+      const out = join(scratch, "layers");
+      const script = f.layerBytes.map((_, i) =>
+        `mkdir -p ${quote(join(out, String(i + 1)))} && tar -xzf ${quote(layerBlob(f, i))} -C ${
+          quote(join(out, String(i + 1)))
+        }`
+      ).join(" && ");
+      return Promise.resolve({
+        argv: ["sh", "-c", script],
+        check: () => checkNotEmpty(join(out, "1")),
+        cleanup: () => rmrf(out),
+      });
+    },
+  };
+}
+
 function umociUnpack(f: Fixture): Contender {
   return {
     tool: "umoci",
+    rss: true,
     prepare(scratch) {
       const bundle = join(scratch, "bundle");
       return Promise.resolve({
@@ -520,11 +578,19 @@ async function unpackCases(
       const c = await startContainerd(join(scratch, `containerd-${f.name}-${sn}`));
       try {
         await mustRun(ctr(c, ["images", "pull", "--plain-http", "--snapshotter", sn, ref]));
+        // On native (no `rebase`) strata is always sequential: no --no-parallel rows there.
+        const overlay = sn === "overlayfs";
         const contenders = [
-          strataUnpack(o, f, sn, false),
-          strataUnpack(o, f, sn, true),
+          strataUnpack(o, f, sn, { sync: false, parallel: true }),
+          strataUnpack(o, f, sn, { sync: true, parallel: true }),
+          ...(overlay
+            ? [
+              strataUnpack(o, f, sn, { sync: false, parallel: false }),
+              strataUnpack(o, f, sn, { sync: true, parallel: false }),
+            ]
+            : []),
           ctrUnpack(c, f, sn, ref),
-          ...(sn === "overlayfs" ? [umociUnpack(f)] : []),
+          ...(overlay ? [umociUnpack(f), tarLayers(f)] : []),
         ];
         out.push(
           ...(await runCase(o, `unpack ${f.name} ${sn}`, contenders, scratch, bytes, state)),
@@ -553,6 +619,7 @@ async function runCase(
     command: "",
     seconds: [],
     syncedSeconds: [],
+    peakKiB: [],
     bytes,
   }));
   for (let i = 0; i < o.runs; i++) {
@@ -568,7 +635,12 @@ async function runCase(
         } else {
           await mustRun(["sync"]);
         }
-        const r = await run(p.argv, p.cwd ? { cwd: p.cwd } : {});
+        // Peak memory (VmHWM) from GNU time, whose own start is a millisecond or two.
+        const rssFile = join(dir, "peak-rss");
+        const argv = c.rss && TIME !== undefined
+          ? [TIME, "-f", "%M", "-o", rssFile, ...p.argv]
+          : p.argv;
+        const r = await run(argv, p.cwd ? { cwd: p.cwd } : {});
         const t1 = performance.now();
         await mustRun(["sync"]);
         const syncMs = performance.now() - t1;
@@ -580,6 +652,10 @@ async function runCase(
           );
         }
         if (i === 0 && p.check) await p.check(r);
+        if (argv !== p.argv) {
+          const kib = Number((await Deno.readTextFile(rssFile)).trim().split("\n").at(-1));
+          if (Number.isFinite(kib)) s.peakKiB.push(kib);
+        }
         s.seconds.push(r.ms / 1000);
         s.syncedSeconds.push((r.ms + syncMs) / 1000);
         s.command = p.argv.map(quote).join(" ");
@@ -596,6 +672,15 @@ async function runCase(
   }
   return series;
 }
+
+/** GNU time, for peak memory; without it no memory is reported. */
+const TIME: string | undefined = (() => {
+  try {
+    return Deno.statSync("/usr/bin/time").isFile ? "/usr/bin/time" : undefined;
+  } catch {
+    return undefined;
+  }
+})();
 
 async function main(args: string[]): Promise<number> {
   const o = parseOptions(args);
@@ -826,15 +911,19 @@ const APPLY_METHOD = `apply: each layer blob applied alone into a fresh empty di
   `and times, no xattrs); neither syncs; MB/s is the layer's compressed size over the median.`;
 
 const UNPACK_METHOD = `unpack: the whole image into a snapshotter, the content already local. ` +
-  `strata: \`strata unpack --no-sync-fs\` and \`--sync-fs\` (syncfs(2) before each commit) ` +
-  `in a fresh root where the image was imported untimed before the cache drop. ctr: timed like ` +
+  `strata: \`strata unpack --no-sync-fs\` and \`--sync-fs\` (syncfs(2) before each commit, off ` +
+  `the event loop), each in the default mode (overlayfs on several CPUs: layers applied in ` +
+  `parallel, committed in order) and, on overlayfs, with \`--no-parallel\`, in a fresh root where ` +
+  `the image was imported untimed before the cache drop. ctr: timed like ` +
   `\`shared/tools/ctr-unpack-time.sh\`: the image was pushed to a local \`docker-registry\` and ` +
   `pulled once (untimed); before each run every snapshot is removed, then \`ctr images pull ` +
   `--plain-http --snapshotter SN\` finds the content present and only resolves the manifest and ` +
-  `unpacks (containerd does not sync). umoci (listed with overlayfs): \`umoci unpack\` into a new ` +
-  `bundle, a flattened rootfs plus an mtree manifest that hashes every file. MB/s is the image's ` +
-  `compressed layer bytes over the median; "strata/peer" on the \`strata --sync-fs\` row compares ` +
-  `strata without and with syncfs.`;
+  `unpacks (containerd does not sync). umoci and tar (listed with overlayfs): \`umoci unpack\` into ` +
+  `a new bundle, a flattened rootfs plus an mtree manifest that hashes every file; GNU ` +
+  `\`tar -xzf\` of each layer blob into its own directory, one after the other. MB/s is the ` +
+  `image's compressed layer bytes over the median; "strata/peer" on the other strata rows ` +
+  `compares strata's default row with that variant. Peak RSS is the largest VmHWM of the runs ` +
+  "(GNU time's %M; for ctr it would be the client's only, so it is not given).";
 
 function report(
   o: Options,
