@@ -6,7 +6,7 @@ import type { Command } from "./_command.ts";
 import { findImage, platformOption } from "./_images.ts";
 import { progressPrinter } from "./_progress.ts";
 import { progressMode, REGISTRY_OPTIONS, registryOptions } from "./_registry.ts";
-import { syncFsOption } from "./unpack.ts";
+import { syncFsOption, UNPACK_OPTIONS } from "./unpack.ts";
 
 /** `strata pull`: fetch an image from a registry and unpack it as layers arrive. */
 export const pullCommand: Command = {
@@ -25,18 +25,8 @@ export const pullCommand: Command = {
       type: "boolean",
       help: "Fetch every platform of an index (unpack only --platform or this host's)",
     },
-    snapshotter: {
-      type: "string",
-      arg: "NAME",
-      help: "overlayfs or native (default: overlayfs on Linux; env STRATA_SNAPSHOTTER)",
-    },
+    ...UNPACK_OPTIONS,
     "no-unpack": { type: "boolean", help: "Only fetch the content; do not unpack" },
-    "sync-fs": { type: "boolean", help: "syncfs(2) each layer before committing it (default)" },
-    "no-sync-fs": { type: "boolean", help: "Do not syncfs; faster, but a power cut may lose data" },
-    "no-platform-check": {
-      type: "boolean",
-      help: "Unpack even when the snapshotter does not support the image's platform",
-    },
     "max-concurrent-downloads": {
       type: "string",
       arg: "N",
@@ -61,6 +51,7 @@ export const pullCommand: Command = {
         ...(typeof values.snapshotter === "string" ? { snapshotter: values.snapshotter } : {}),
         syncFs: syncFsOption(ctx, values),
         checkPlatform: !values["no-platform-check"],
+        ...(values["no-parallel"] ? { parallel: false } : {}),
         onProgress: (e) => printer.event(e),
       });
     } finally {

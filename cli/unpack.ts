@@ -1,7 +1,7 @@
 import { applyLayer } from "../diff/apply.ts";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../errors.ts";
 import { imageLayers } from "../images/manifest.ts";
-import type { Command, CommandContext, Values } from "./_command.ts";
+import type { Command, CommandContext, OptionSpec, Values } from "./_command.ts";
 import { findImage, platformOption } from "./_images.ts";
 
 /** Whether to syncfs: `--sync-fs`/`--no-sync-fs`, else `[unpack] sync_fs`, else the default. */
@@ -25,28 +25,33 @@ export function syncFsOption(ctx: CommandContext, values: Values): boolean {
 /** The default of `--sync-fs` (see the README for the measurements behind it). */
 export const DEFAULT_SYNC_FS = true;
 
+/** The options `unpack` and `pull` share: where and how layers are unpacked. */
+export const UNPACK_OPTIONS: Record<string, OptionSpec> = {
+  snapshotter: {
+    type: "string",
+    arg: "NAME",
+    help: "overlayfs or native (default: overlayfs on Linux; env STRATA_SNAPSHOTTER)",
+  },
+  "sync-fs": { type: "boolean", help: "syncfs(2) each layer before committing it (default)" },
+  "no-sync-fs": { type: "boolean", help: "Do not syncfs; faster, but a power cut may lose data" },
+  "no-platform-check": {
+    type: "boolean",
+    help: "Unpack even when the snapshotter does not support the image's platform",
+  },
+  "no-parallel": {
+    type: "boolean",
+    help: "Apply one layer at a time (default: overlayfs on several CPUs applies layers at once)",
+  },
+};
+
 /** `strata unpack`: unpack an image into a snapshotter. */
 export const unpackCommand: Command = {
   name: "unpack",
   summary: "Unpack an image's layers into a snapshotter (a chain of committed snapshots)",
   usage: "unpack [OPTIONS] IMAGE",
   options: {
-    snapshotter: {
-      type: "string",
-      arg: "NAME",
-      help: "overlayfs or native (default: overlayfs on Linux; env STRATA_SNAPSHOTTER)",
-    },
+    ...UNPACK_OPTIONS,
     platform: { type: "string", multiple: true, arg: "P", help: "Platform to unpack" },
-    "sync-fs": { type: "boolean", help: "syncfs(2) each layer before committing it (default)" },
-    "no-sync-fs": { type: "boolean", help: "Do not syncfs; faster, but a power cut may lose data" },
-    "no-platform-check": {
-      type: "boolean",
-      help: "Unpack even when the snapshotter does not support the image's platform",
-    },
-    "no-parallel": {
-      type: "boolean",
-      help: "Apply one layer at a time (default: overlayfs on several CPUs applies layers at once)",
-    },
     quiet: { type: "boolean", short: "q", help: "Print only the chain ID" },
   },
   args: [1, 1],

@@ -66,6 +66,8 @@ export interface PullOptions extends ResolverOptions {
   syncFs?: boolean;
   /** Refuse an image whose platform the snapshotter does not support (default true). */
   checkPlatform?: boolean;
+  /** Apply layers in parallel when the snapshotter can rebase (default true; see unpack). */
+  parallel?: boolean;
   /** Told about every step; byte progress arrives at most every 100 ms per item. */
   onProgress?: (event: ProgressEvent) => void;
 }
@@ -156,6 +158,7 @@ function resolverOptions(options: PullOptions): ResolverOptions {
     snapshotter: _s,
     syncFs: _f,
     checkPlatform: _c,
+    parallel: _l,
     onProgress: _o,
     ...rest
   } = options;
