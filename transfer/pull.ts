@@ -216,6 +216,7 @@ class Puller {
             ...(options.checkPlatform !== undefined
               ? { checkPlatform: options.checkPlatform }
               : {}),
+            ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),
             signal: this.#abort.signal,
             fetcher: this.#layerFetcher(),
             onLayer: (e) => {
