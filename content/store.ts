@@ -38,6 +38,13 @@ export interface StreamOptions {
   offset?: number;
   /** The size of each chunk, in bytes (default 1 MiB). */
   chunkSize?: number;
+  /**
+   * Reads every chunk into the same buffer, and reads nothing ahead: a chunk is only valid until
+   * the next one is requested. For consumers that are done with a chunk before they ask for the
+   * next (`applyLayer`, `decompress`, `readTar`, a loop that writes or hashes each chunk): a
+   * long blob then costs one buffer instead of one garbage buffer per chunk. Default `false`.
+   */
+  reuseBuffer?: boolean;
 }
 
 /** Options for {@linkcode ContentStore.writer}. */
@@ -308,7 +315,7 @@ export class ContentStore implements Provider {
   }
 
   /**
-   * Streams a committed blob in large chunks.
+   * Streams a committed blob in large chunks (each a new buffer, unless `options.reuseBuffer`).
    *
    * @param digest The blob's digest.
    * @param options Where to start and the chunk size.
@@ -327,6 +334,8 @@ export class ContentStore implements Provider {
     if (offset > info.size) {
       throw new InvalidArgument(`${action}: offset ${offset} is past its size ${info.size}`);
     }
+    const reuse = options.reuseBuffer ?? false;
+    let shared: Uint8Array | undefined;
     let file: Deno.FsFile | undefined;
     let position = offset;
     const finish = () => {
@@ -346,7 +355,9 @@ export class ContentStore implements Provider {
           controller.close();
           return;
         }
-        const buf = new Uint8Array(want);
+        const buf = reuse
+          ? (shared ??= new Uint8Array(Math.min(chunkSize, info.size - offset))).subarray(0, want)
+          : new Uint8Array(want);
         let done = 0;
         while (done < want) {
           const n = await file.read(buf.subarray(done));
@@ -363,7 +374,7 @@ export class ContentStore implements Provider {
         controller.enqueue(buf);
       },
       cancel: finish,
-    });
+    }, reuse ? { highWaterMark: 0 } : undefined);
   }
 
   /**

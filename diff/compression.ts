@@ -62,13 +62,24 @@ export function detectCompression(head: Uint8Array): Compression {
 export interface DecompressOptions {
   /** The compression of the source; detected from its first bytes when not given. */
   compression?: Compression;
+  /**
+   * Frees the memory of each decompressed chunk as soon as the next one is requested (its
+   * `ArrayBuffer` is detached, so any view of it reads as empty from then on), instead of leaving
+   * it for the garbage collector: a long stream then holds a few MiB, not the tens of MiB of
+   * garbage buffers V8 lets pile up before it collects. Only for consumers that are done with a
+   * chunk, and every view of it, before they ask for the next one ({@linkcode readTar} is). Has
+   * no effect on a plain stream, whose chunks are the source's. Default `false`.
+   */
+  releaseChunks?: boolean;
 }
 
 /**
  * Decompresses a stream with `node:zlib` (1 MiB output chunks), or passes a plain stream through.
  * Without `options.compression` the algorithm is detected with {@linkcode detectCompression}.
  * Multi-member gzip streams are read to the end. Stopping early (leaving a `for await` loop)
- * closes the source.
+ * closes the source. Each input chunk is consumed entirely before the next one is requested, so
+ * a source may read every chunk into the same buffer (as long as the consumer of a plain stream
+ * is also done with a chunk before asking for the next).
  *
  * @example Decompress a gzip file
  * ```ts
@@ -91,12 +102,13 @@ export function decompress(
   source: AsyncIterable<Uint8Array>,
   options: DecompressOptions = {},
 ): AsyncIterable<Uint8Array> {
-  return decompressStream(source, options.compression);
+  return decompressStream(source, options.compression, options.releaseChunks ?? false);
 }
 
 async function* decompressStream(
   source: AsyncIterable<Uint8Array>,
   compression: Compression | undefined,
+  release: boolean,
 ): AsyncGenerator<Uint8Array, void, undefined> {
   const it = source[Symbol.asyncIterator]();
   const head: Uint8Array[] = [];
@@ -121,10 +133,10 @@ async function* decompressStream(
     return;
   }
   if (compression === "zstd") {
-    yield* zstdFrames(rest);
+    yield* zstdFrames(rest, release);
     return;
   }
-  yield* throughZlib(rest, decompressor(compression), `decompress ${compression} stream`);
+  yield* throughZlib(rest, decompressor(compression), `decompress ${compression} stream`, release);
 }
 
 /** Options of {@linkcode compress}. */
@@ -302,7 +314,10 @@ async function* zstdFrame(r: ByteReader, magic: Uint8Array): AsyncGenerator<Uint
  * first frame (later frames would be dropped silently), so frames are split here and each one
  * goes through its own decoder. Skippable frames are skipped.
  */
-async function* zstdFrames(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+async function* zstdFrames(
+  source: AsyncIterable<Uint8Array>,
+  release: boolean,
+): AsyncGenerator<Uint8Array> {
   const create = zstdFactory("createZstdDecompress");
   const r = new ByteReader(source[Symbol.asyncIterator]());
   try {
@@ -322,6 +337,7 @@ async function* zstdFrames(source: AsyncIterable<Uint8Array>): AsyncGenerator<Ui
         zstdFrame(r, magicBytes),
         create({ chunkSize: CHUNK_SIZE }),
         "decompress zstd stream",
+        release,
       );
     }
   } finally {
@@ -371,27 +387,49 @@ async function closeQuietly(it: AsyncIterator<unknown>): Promise<void> {
 }
 
 /**
- * Pumps `source` into a zlib transform (respecting its back-pressure) and yields its output.
+ * Frees a chunk that `node:zlib` produced once its consumer is done with it: when it is the last
+ * slice of a full output buffer. The transform allocates a new buffer when one is full and never
+ * touches the old one again; the earlier slices of it were handed out (and consumed) before.
+ */
+function releaseChunk(chunk: Uint8Array): void {
+  const buffer = chunk.buffer;
+  if (
+    buffer instanceof ArrayBuffer && buffer.byteLength === CHUNK_SIZE &&
+    chunk.byteOffset + chunk.byteLength === CHUNK_SIZE && !buffer.detached
+  ) {
+    buffer.transfer(0);
+  }
+}
+
+/** Writes one chunk and settles once the transform has consumed all of it (or is destroyed). */
+function writeChunk(z: Transform, chunk: Uint8Array): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      z.off("close", done);
+      resolve();
+    };
+    z.on("close", done);
+    // An error reaches the consumer through the readable side.
+    z.write(chunk, () => done());
+  });
+}
+
+/**
+ * Pumps `source` into a zlib transform and yields its output. Each input chunk is consumed
+ * entirely (the write's callback) before the next one is requested: the transform's own
+ * back-pressure, and a source may reuse its buffer. With `release`, each output chunk is freed
+ * when the next one is requested ({@linkcode releaseChunk}).
  * Errors of the transform become `InvalidArgument`; errors of the source pass through as they are.
  */
 async function* throughZlib(
   source: AsyncIterable<Uint8Array>,
   z: Transform,
   what: string,
+  release = false,
 ): AsyncGenerator<Uint8Array, void, undefined> {
   const it = source[Symbol.asyncIterator]();
   let sourceError: { error: unknown } | undefined;
   let stopped = false;
-  const waitDrain = (): Promise<void> =>
-    new Promise((resolve) => {
-      const done = (): void => {
-        z.off("drain", done);
-        z.off("close", done);
-        resolve();
-      };
-      z.on("drain", done);
-      z.on("close", done);
-    });
   const pump = (async (): Promise<void> => {
     try {
       for (;;) {
@@ -399,7 +437,7 @@ async function* throughZlib(
         const r = await it.next();
         if (r.done) break;
         if (stopped || z.destroyed) return;
-        if (!z.write(r.value)) await waitDrain();
+        await writeChunk(z, r.value);
       }
       if (!z.destroyed) z.end();
     } catch (err) {
@@ -408,8 +446,14 @@ async function* throughZlib(
     }
   })();
   let finished = false;
+  let last: Uint8Array | null = null;
   try {
-    for await (const chunk of z) yield chunk as Uint8Array;
+    for await (const chunk of z) {
+      if (last !== null) releaseChunk(last);
+      last = release ? chunk as Uint8Array : null;
+      yield chunk as Uint8Array;
+    }
+    if (last !== null) releaseChunk(last);
     finished = true;
   } catch (err) {
     if (sourceError !== undefined) throw sourceError.error;
