@@ -38,6 +38,8 @@ const ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name";
 const LOCK_TIMEOUT_MS = 5 * 60_000;
 /** Reopenings of a stream that failed after making progress. */
 const MAX_REOPENS = 5;
+/** The buffer a byte stream is read into, reused for the whole download. */
+const READ_BUFFER = 256 * 1024;
 
 /**
  * The content-store ingest ref for a descriptor, as containerd's `remotes.MakeRefKey`:
@@ -140,7 +142,7 @@ export async function fetchToContent(
       if (signal !== undefined) fetchOptions.signal = signal;
       const stream = await fetcher.fetch(desc, fetchOptions);
       try {
-        for await (const chunk of stream) {
+        for await (const chunk of readChunks(stream)) {
           if (writer.offset + chunk.length > desc.size) {
             throw new FailedPrecondition(
               `${action}: received more than the ${desc.size} bytes of the descriptor`,
@@ -173,6 +175,40 @@ export async function fetchToContent(
     }
   } finally {
     await writer.close();
+  }
+}
+
+/**
+ * The chunks of a stream. A byte stream (the resolver's) is read with a BYOB reader into one
+ * buffer, so each chunk is only valid until the next is requested and a download allocates no
+ * buffer per network read; other streams are read as they are. Stopping early cancels the stream.
+ */
+async function* readChunks(
+  stream: ReadableStream<Uint8Array>,
+): AsyncGenerator<Uint8Array, void, undefined> {
+  let reader: ReadableStreamBYOBReader;
+  try {
+    reader = stream.getReader({ mode: "byob" });
+  } catch {
+    yield* stream;
+    return;
+  }
+  let done = false;
+  try {
+    let buffer = new Uint8Array(READ_BUFFER);
+    for (;;) {
+      const r = await reader.read(buffer);
+      if (r.done) {
+        done = true;
+        return;
+      }
+      yield r.value;
+      // The read took the buffer over; the chunk views the same memory.
+      buffer = new Uint8Array(r.value.buffer);
+    }
+  } finally {
+    if (!done) await reader.cancel().catch(() => undefined);
+    reader.releaseLock();
   }
 }
 

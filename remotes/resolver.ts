@@ -69,6 +69,8 @@ const MANIFEST_ACCEPT = [
 
 const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 const MAX_RECONNECTS_WITHOUT_PROGRESS = 3;
+/** The chunk size of a blob stream read by a default reader (a BYOB reader brings its views). */
+const FETCH_CHUNK = 64 * 1024;
 
 /** Errors that end a resolve or fetch at once instead of trying the next host. */
 const FATAL = new WeakSet<Error>();
@@ -642,7 +644,7 @@ class RegistryFetcher implements Fetcher {
     const { action, release, signal } = ctx;
     const size = desc.size;
     let offset = start;
-    let reader = first.body.getReader();
+    let reader = new BodyReader(first.body);
     let skip = first.skip;
     let sinceOpen = 0;
     let failures = 0;
@@ -662,32 +664,38 @@ class RegistryFetcher implements Fetcher {
       }
       if (failures > 0) await sleep(backoffDelay(failures, this.#session.retryDelayMs), signal);
       const opened = await this.#open(desc, offset, action, signal);
-      reader = opened.body.getReader();
+      reader = new BodyReader(opened.body, reader);
       skip = opened.skip;
       sinceOpen = 0;
     };
-    return new ReadableStream<Uint8Array>({
+    // A byte stream: a BYOB reader's views are filled in place, so a consumer that reuses one
+    // buffer (fetchToContent) downloads a blob without a new buffer per network read.
+    return new ReadableStream({
+      type: "bytes",
+      autoAllocateChunkSize: FETCH_CHUNK,
       pull: async (controller) => {
+        const request = controller.byobRequest;
+        const view = request?.view ?? null;
         try {
           for (;;) {
-            let chunk: ReadableStreamReadResult<Uint8Array>;
+            let value: Uint8Array | null;
             try {
-              chunk = await reader.read();
+              value = await reader.read(view === null ? FETCH_CHUNK : view.byteLength);
             } catch (err) {
               if (signal?.aborted) throw signal.reason;
               await reconnect(`the connection failed (${describeReadError(err)})`);
               continue;
             }
-            if (chunk.done) {
+            if (value === null) {
               if (size > 0 && offset < size) {
                 await reconnect("the connection ended early");
                 continue;
               }
               finish();
               controller.close();
+              request?.respond(0);
               return;
             }
-            let value = chunk.value;
             if (skip > 0) {
               const drop = Math.min(skip, value.length);
               skip -= drop;
@@ -702,7 +710,12 @@ class RegistryFetcher implements Fetcher {
             }
             offset += value.length;
             sinceOpen += value.length;
-            controller.enqueue(value);
+            if (request !== null && view !== null && value.length <= view.byteLength) {
+              view.set(value);
+              request.respond(value.length);
+            } else {
+              controller.enqueue(reader.owned ? value : value.slice());
+            }
             return;
           }
         } catch (err) {
@@ -715,6 +728,55 @@ class RegistryFetcher implements Fetcher {
         await reader.cancel(reason).catch(() => undefined);
       },
     }, { highWaterMark: 0 });
+  }
+}
+
+/**
+ * Reads a response body a piece at a time: into one buffer of its own with a BYOB reader when the
+ * body is a byte stream (Deno's are), so that no read allocates; otherwise chunk by chunk.
+ */
+class BodyReader {
+  #byob: ReadableStreamBYOBReader | null = null;
+  #plain: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  #scratch: Uint8Array;
+
+  /**
+   * @param body The body.
+   * @param previous The reader of an earlier body of the same stream, whose buffer is taken over.
+   */
+  constructor(body: ReadableStream<Uint8Array>, previous?: BodyReader) {
+    this.#scratch = previous === undefined ? new Uint8Array(0) : previous.#scratch;
+    try {
+      this.#byob = body.getReader({ mode: "byob" });
+    } catch {
+      this.#plain = body.getReader();
+    }
+  }
+
+  /** Whether {@linkcode read}'s chunks belong to the caller (they are not the reader's buffer). */
+  get owned(): boolean {
+    return this.#plain !== null;
+  }
+
+  /**
+   * The next bytes, or `null` at the end: at most `max` of them, in the reader's buffer (valid
+   * until the next read), or a chunk of any size from a body that is not a byte stream.
+   */
+  async read(max: number): Promise<Uint8Array | null> {
+    if (this.#plain !== null) {
+      const r = await this.#plain.read();
+      return r.done ? null : r.value;
+    }
+    if (this.#scratch.byteLength < max) this.#scratch = new Uint8Array(max);
+    const r = await this.#byob!.read(this.#scratch.subarray(0, max));
+    // The read took the buffer over (it is transferred); what it returns views the same memory.
+    if (r.value !== undefined) this.#scratch = new Uint8Array(r.value.buffer);
+    return r.done ? null : r.value;
+  }
+
+  /** Cancels the body. */
+  cancel(reason?: unknown): Promise<void> {
+    return (this.#byob ?? this.#plain)!.cancel(reason);
   }
 }
 

@@ -339,6 +339,115 @@ Deno.test("fetchToContent() uses complete embedded data without fetching", async
   assert.equal((await fetchToContent(content.store, fetcher, desc)).digest, digest);
 });
 
+async function sha256Of(data: Uint8Array<ArrayBuffer>): Promise<string> {
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+  return `sha256:${Array.from(hash).map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+function blobOf(size: number): Uint8Array<ArrayBuffer> {
+  const data = new Uint8Array(size);
+  for (let i = 0; i < size; i++) data[i] = (i * 7 + (i >> 11)) & 0xff;
+  return data;
+}
+
+Deno.test("fetchToContent() reads a byte stream into one buffer of its own", async () => {
+  await using content = await openContent();
+  const data = blobOf(3_000_000);
+  const desc = {
+    mediaType: "application/vnd.oci.image.layer.v1.tar",
+    digest: await sha256Of(data),
+    size: data.length,
+  };
+  const buffers = new Set<number>();
+  let defaultReads = 0;
+  const fetcher: Fetcher = {
+    fetch: () => {
+      let pos = 0;
+      return Promise.resolve(
+        new ReadableStream({
+          type: "bytes",
+          pull(controller) {
+            const request = controller.byobRequest;
+            if (pos === data.length) {
+              controller.close();
+              request?.respond(0);
+              return;
+            }
+            if (request === null) {
+              defaultReads++;
+              const n = Math.min(50_000, data.length - pos);
+              controller.enqueue(data.slice(pos, pos + n));
+              pos += n;
+              return;
+            }
+            const view = request.view!;
+            buffers.add(view.buffer.byteLength);
+            // Less than asked for, as a network read gives what has arrived.
+            const n = Math.min(view.byteLength, 70_000, data.length - pos);
+            view.set(data.subarray(pos, pos + n));
+            pos += n;
+            request.respond(n);
+          },
+        }),
+      );
+    },
+  };
+  const info = await fetchToContent(content.store, fetcher, desc);
+  assert.equal(info.digest, desc.digest);
+  assert.deepEqual(await content.store.readBlob(desc.digest), data);
+  assert.equal(defaultReads, 0, "every read went into the reader's buffer");
+  assert.equal(buffers.size, 1, "one buffer size for the whole download");
+});
+
+Deno.test("fetchToContent() reads a stream that is not a byte stream chunk by chunk", async () => {
+  await using content = await openContent();
+  const data = blobOf(1_500_000);
+  const desc = {
+    mediaType: "application/vnd.oci.image.layer.v1.tar",
+    digest: await sha256Of(data),
+    size: data.length,
+  };
+  const fetcher: Fetcher = {
+    fetch: () => {
+      let pos = 0;
+      return Promise.resolve(
+        new ReadableStream<Uint8Array>({
+          pull(controller) {
+            if (pos === data.length) return controller.close();
+            controller.enqueue(data.slice(pos, pos + 100_000));
+            pos += 100_000;
+          },
+        }),
+      );
+    },
+  };
+  assert.equal((await fetchToContent(content.store, fetcher, desc)).digest, desc.digest);
+  assert.deepEqual(await content.store.readBlob(desc.digest), data);
+});
+
+peerTest(
+  "Fetcher.fetch() gives a byte stream: a BYOB reader's buffer is filled in place",
+  PEERS,
+  async () => {
+    await using s = await setup();
+    using resolver = new Resolver();
+    const fetcher = await resolver.fetcher(`${s.registry}/test/app:1`);
+    const reader = (await fetcher.fetch(s.layer)).getReader({ mode: "byob" });
+    let buffer = new Uint8Array(10_000);
+    const parts: Uint8Array<ArrayBuffer>[] = [];
+    for (;;) {
+      const r = await reader.read(buffer);
+      if (r.done) break;
+      assert.ok(r.value.length <= 10_000);
+      assert.equal(r.value.buffer.byteLength, 10_000, "the reader's own buffer");
+      parts.push(r.value.slice());
+      buffer = new Uint8Array(r.value.buffer);
+    }
+    const got = new Uint8Array(await new Blob(parts).arrayBuffer());
+    assert.deepEqual(got, s.image.blobs.get(s.layer.digest));
+  },
+);
+
 Deno.test("makeRefKey() prefixes the digest by the kind of content", () => {
   const digest = `sha256:${"4".repeat(64)}`;
   const key = (mediaType: string, annotations?: Record<string, string>): string =>
