@@ -1,5 +1,4 @@
 // Disk usage of a directory tree, as containerd's `fs.DiskUsage` counts it.
-import { join } from "node:path";
 import {
   AT_FDCWD,
   AT_SYMLINK_NOFOLLOW,
@@ -17,7 +16,9 @@ import type { Usage } from "./types.ts";
  * the walk are skipped.
  */
 export function diskUsage(dir: string): Usage {
+  // Only entries with several links can be met twice (directories cannot be hard-linked).
   const seen = new Set<string>();
+  let inodes = 0;
   let size = 0;
   const stack = [dir];
   while (stack.length > 0) {
@@ -30,19 +31,23 @@ export function diskUsage(dir: string): Usage {
       if (path !== dir && isErrno(err, "ENOENT")) continue;
       throw err;
     }
-    const key = `${st.dev}:${st.ino}`;
-    if (!seen.has(key)) {
+    const isDir = (st.mode & S_IFMT) === S_IFDIR;
+    if (!isDir && st.nlink > 1) {
+      const key = `${st.dev}:${st.ino}`;
+      if (seen.has(key)) continue;
       seen.add(key);
-      size += st.blocks * 512;
     }
-    if ((st.mode & S_IFMT) === S_IFDIR) {
+    inodes++;
+    size += st.blocks * 512;
+    if (isDir) {
       try {
-        for (const entry of Deno.readDirSync(path)) stack.push(join(path, entry.name));
+        // Plain concatenation: `join` normalises every path and was most of this walk's garbage.
+        for (const entry of Deno.readDirSync(path)) stack.push(`${path}/${entry.name}`);
       } catch (err) {
         if (path !== dir && err instanceof Deno.errors.NotFound) continue;
         throw err;
       }
     }
   }
-  return { size, inodes: seen.size };
+  return { size, inodes };
 }

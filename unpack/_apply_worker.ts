@@ -2,14 +2,21 @@
 // its own thread (and its own libc errno), so that layers are decompressed, hashed and written
 // on several CPUs at once. Spoken to by `_worker_pool.ts`.
 
-/// <reference lib="deno.worker" />
-
 import { type ApplyOptions, type ApplyResult, applyToMounts } from "../diff/apply.ts";
 import { NotFound } from "../errors.ts";
 import type { Mount } from "../mount/types.ts";
 import type { FromWorker, ToWorker } from "./_worker_pool.ts";
 
 const READ_CHUNK = 1 << 20;
+
+/**
+ * The worker's global scope, typed here rather than with a `deno.worker` lib directive (JSR does
+ * not allow directives that change globals).
+ */
+const scope = globalThis as unknown as {
+  postMessage(message: FromWorker): void;
+  onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
+};
 
 let job:
   | {
@@ -30,17 +37,28 @@ export interface SerializedError {
 }
 
 function post(message: FromWorker): void {
-  self.postMessage(message);
+  scope.postMessage(message);
 }
 
-/** The blob, read in large chunks (the caller closes the file). */
+/**
+ * The blob, read in large chunks into one buffer (the caller closes the file): the applier is done
+ * with a chunk before it asks for the next (see `decompress`), so a layer costs one buffer, not
+ * one garbage buffer per MiB. Every chunk but the last is full, so the compression is told from
+ * the first one.
+ */
 async function* readBlob(file: Deno.FsFile, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  const buf = new Uint8Array(READ_CHUNK);
   for (;;) {
     signal.throwIfAborted();
-    const buf = new Uint8Array(READ_CHUNK);
-    const n = await file.read(buf);
-    if (n === null) return;
+    let n = 0;
+    while (n < buf.length) {
+      const got = await file.read(buf.subarray(n));
+      if (got === null) break;
+      n += got;
+    }
+    if (n === 0) return;
     yield n === buf.length ? buf : buf.subarray(0, n);
+    if (n < buf.length) return;
   }
 }
 
@@ -101,7 +119,7 @@ async function apply(
   }
 }
 
-self.onmessage = (event: MessageEvent<ToWorker>) => {
+scope.onmessage = (event: MessageEvent<ToWorker>) => {
   const message = event.data;
   switch (message.type) {
     case "apply":
