@@ -20,7 +20,7 @@ import { singleBindSource } from "../mount/mod.ts";
 import type { Mount } from "../mount/types.ts";
 import type { Snapshotter } from "../snapshotters/types.ts";
 import { withKeyLock } from "./_lock.ts";
-import { Limiter, SyncQueue } from "./_sync.ts";
+import { EarlyWriteback, Limiter, SyncQueue } from "./_sync.ts";
 import { WorkerPool } from "./_worker_pool.ts";
 
 /** Snapshot label: the chain ID the extraction snapshot is for (containerd's). */
@@ -64,7 +64,9 @@ export interface UnpackOptions {
    * `syncfs(2)` each layer's file system after it is applied and before it is committed. The
    * call runs off the event loop, so the next layer goes on applying meanwhile (parallel mode);
    * calls on one file system are coalesced, each layer waiting for one that started after its
-   * apply ended. No snapshot is committed before its data is on disk.
+   * apply ended. No snapshot is committed before its data is on disk. While layers are prepared
+   * and applied, further syncs are started whenever 16 MiB more were written and none is running
+   * (a head start for the writeback), so that the sync each layer waits for has little left.
    */
   syncFs?: boolean;
   /**
@@ -220,12 +222,16 @@ async function unpackPinned(
   const cores = navigator.hardwareConcurrency ?? 1;
   const parallel = options.parallel !== false && cores > 1 &&
     snapshotter.capabilities.includes("rebase");
+  const syncs = new SyncQueue();
+  const syncFs = options.syncFs ?? false;
   const run: Run = {
     content,
     snapshotter,
     lockDir: join(target.root, "locks", "unpack"),
-    syncFs: options.syncFs ?? false,
-    syncs: new SyncQueue(),
+    syncFs,
+    syncs,
+    // Head starts for the per-layer syncs, so that the last one has little left to write.
+    early: syncFs ? new EarlyWriteback(syncs) : undefined,
     signal: options.signal,
     pin: pinSnapshot,
     parallel,
@@ -290,6 +296,7 @@ async function unpackPinned(
     }
   } finally {
     await Promise.allSettled(tasks);
+    run.early?.close();
     run.pool?.close();
   }
   if (run.failed !== null) throw run.failed.err;
@@ -314,6 +321,8 @@ interface Run {
   lockDir: string;
   syncFs: boolean;
   syncs: SyncQueue;
+  /** Starts the writeback of what the layers write while they are written (with `syncFs`). */
+  early: EarlyWriteback | undefined;
   signal: AbortSignal | undefined;
   pin: (key: string) => void;
   parallel: boolean;
@@ -483,7 +492,6 @@ async function removeQuietly(snapshotter: Snapshotter, key: string): Promise<voi
  * With `syncFs` the file system is synced (off the event loop) before the commit.
  */
 async function applyOne(run: Run, task: LayerTask): Promise<number> {
-  const { snapshotter } = run;
   const labels: Record<string, string> = {
     [LABEL_SNAPSHOT_REF]: task.chainId,
     [LABEL_DIFF_ID]: task.diffId,
@@ -491,6 +499,25 @@ async function applyOne(run: Run, task: LayerTask): Promise<number> {
   };
   const rebase = run.parallel && task.parent !== undefined && !task.belowDone;
   if (!rebase) await task.below;
+  // Head starts for what the prepare (the native snapshotter copies the parent) and the apply
+  // write, until the apply ends.
+  const written = run.early?.begin();
+  try {
+    return await applyPrepared(run, task, labels, rebase, written ?? (() => {}));
+  } finally {
+    written?.();
+  }
+}
+
+/** {@linkcode applyOne} from the prepare on; `written` is called when the apply has ended. */
+async function applyPrepared(
+  run: Run,
+  task: LayerTask,
+  labels: Record<string, string>,
+  rebase: boolean,
+  written: () => void,
+): Promise<number> {
+  const { snapshotter } = run;
   const { key, mounts } = await prepareUnique(run, task.chainId, (key) =>
     snapshotter.prepare(key, {
       labels,
@@ -506,6 +533,7 @@ async function applyOne(run: Run, task: LayerTask): Promise<number> {
         : err;
     const signals = [task.abort.signal, ...(run.signal ? [run.signal] : [])];
     const dir = writtenDir(mounts);
+    if (dir !== undefined) run.early?.watch(dir);
     const applyOptions: ApplyOptions & { tempMountDir?: string } = {
       expectedDiffId: task.diffId,
       expectedDigest: task.blob.digest,
@@ -534,7 +562,7 @@ async function applyOne(run: Run, task: LayerTask): Promise<number> {
       if (run.pool === undefined || !run.pool.hasRoom) {
         let source;
         try {
-          source = run.content.stream(task.blob.digest);
+          source = run.content.stream(task.blob.digest, { reuseBuffer: true });
         } catch (err) {
           throw missing(err);
         }
@@ -556,6 +584,7 @@ async function applyOne(run: Run, task: LayerTask): Promise<number> {
       }
     }
     // The next layer may apply while this one syncs and waits for its turn to commit.
+    written();
     task.release();
     if (run.syncFs && dir !== undefined) await run.syncs.sync(dir);
     try {
