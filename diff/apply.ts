@@ -206,7 +206,9 @@ export async function applyLayer(
       compressedHash.update(chunk);
       compressedSize += chunk.length;
     });
-    const plain = tap(decompress(input, { compression }), (chunk) => {
+    // Each decompressed chunk is freed once the next is asked for: the tar reader and the tree
+    // are done with it by then (peak memory, not garbage collection, bounds a layer).
+    const plain = tap(decompress(input, { compression, releaseChunks: true }), (chunk) => {
       hash.update(chunk);
       size += chunk.length;
     });
