@@ -19,6 +19,7 @@ import { FailedPrecondition, InvalidArgument, StrataError } from "../errors.ts";
 import { type Fixture, FIXTURE_TAG, layoutFixture, makeFixturesFixture } from "./_fixture.ts";
 import { Containerd, dropCaches, have, mustRun, Registry, run, type RunResult } from "./_proc.ts";
 import { summarise } from "./_report.ts";
+import { firstLine, machine, quote } from "./_machine.ts";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const MAKE_FIXTURES = resolve(REPO, "..", "shared", "tools", "make-fixtures.sh");
@@ -224,10 +225,6 @@ async function loadFixtures(o: Options): Promise<Fixture[]> {
 
 function rmrf(path: string): Promise<void> {
   return Deno.remove(path, { recursive: true }).catch(() => {});
-}
-
-function quote(arg: string): string {
-  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;
 }
 
 /** What must be stopped when the benchmark ends or is interrupted. */
@@ -795,44 +792,20 @@ async function runCase(
 // ---------------------------------------------------------------------------------------------
 // Report.
 
-async function firstLine(argv: string[]): Promise<string> {
-  try {
-    const r = await run(argv);
-    return (r.stdout || r.stderr).trim().split("\n")[0] ?? "?";
-  } catch {
-    return "not installed";
-  }
-}
-
-async function machine(scratch: string): Promise<[string, string][]> {
-  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
-  const cpu = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.trim() ?? "?";
-  const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
-  const memKb = Number(/MemTotal:\s*(\d+)/.exec(meminfo)?.[1] ?? NaN);
-  const fs = (await firstLine(["findmnt", "-no", "FSTYPE,SOURCE", "-T", scratch])).replace(
-    /\s+/,
-    " on ",
-  );
-  const rev = await firstLine(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]);
-  const dirty = (await run(["git", "-C", REPO, "status", "--porcelain"])).stdout.trim() !== "";
-  const [l1, l5, l15] = Deno.loadavg();
-  return [
-    ["nproc", `${await firstLine(["nproc"])} (${cpu})`],
-    ["memory", `${(memKb / 1024 / 1024).toFixed(1)} GiB`],
-    ["kernel", Deno.osRelease()],
-    ["disk fs", `${fs} (registry, scratch and fixtures in ${dirname(scratch)})`],
-    ["deno", (await firstLine([Deno.execPath(), "--version"])).replace(/^deno /, "")],
-    [
-      "ctr / containerd",
-      (await firstLine(["containerd", "--version"])).replace(/^containerd /, ""),
+async function machineRows(scratch: string): Promise<[string, string][]> {
+  return await machine(scratch, {
+    repo: REPO,
+    what: "registry, scratch and fixtures",
+    peers: [
+      [
+        "ctr / containerd",
+        (await firstLine(["containerd", "--version"])).replace(/^containerd /, ""),
+      ],
+      ["skopeo", (await firstLine(["skopeo", "--version"])).replace(/^skopeo version /, "")],
+      ["umoci", (await firstLine(["umoci", "--version"])).replace(/^umoci version /, "")],
+      ["docker-registry", await firstLine(["docker-registry", "--version"])],
     ],
-    ["skopeo", (await firstLine(["skopeo", "--version"])).replace(/^skopeo version /, "")],
-    ["umoci", (await firstLine(["umoci", "--version"])).replace(/^umoci version /, "")],
-    ["docker-registry", await firstLine(["docker-registry", "--version"])],
-    ["strata", `git ${rev}${dirty ? " + uncommitted changes" : ""}`],
-    ["date", new Date().toISOString().replace(/\.\d+Z$/, "Z")],
-    ["load average at start", `${l1?.toFixed(2)} ${l5?.toFixed(2)} ${l15?.toFixed(2)}`],
-  ];
+  });
 }
 
 function secs(x: number): string {
@@ -1065,7 +1038,7 @@ async function main(args: string[]): Promise<number> {
       .finally(() => Deno.exit(130));
   };
   Deno.addSignalListener("SIGINT", onSignal);
-  const env = await machine(scratch);
+  const env = await machineRows(scratch);
   const state: RunState = {
     dropped: false,
     dropFailed: false,

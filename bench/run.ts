@@ -31,6 +31,7 @@ import {
   tail,
 } from "./_proc.ts";
 import { replaceResults, resultsTable, type Series } from "./_report.ts";
+import { firstLine, machine, quote } from "./_machine.ts";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BASE_NAME = "bench.local/strata-bench";
@@ -204,45 +205,20 @@ async function withDoubles(o: Options, fixtures: Fixture[]): Promise<Fixture[]> 
   return out;
 }
 
-async function firstLine(argv: string[]): Promise<string> {
-  try {
-    const r = await run(argv);
-    return (r.stdout || r.stderr).trim().split("\n")[0] ?? "?";
-  } catch {
-    return "not installed";
-  }
-}
-
-async function machine(scratch: string): Promise<[string, string][]> {
-  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
-  const cpu = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.trim() ?? "?";
-  const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
-  const memKb = Number(/MemTotal:\s*(\d+)/.exec(meminfo)?.[1] ?? NaN);
-  const fs = (await firstLine(["findmnt", "-no", "FSTYPE,SOURCE", "-T", scratch])).replace(
-    /\s+/,
-    " on ",
-  );
-  const rev = await firstLine(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]);
-  const dirty = (await run(["git", "-C", REPO, "status", "--porcelain"])).stdout.trim() !== "";
-  const [l1, l5, l15] = Deno.loadavg();
-  return [
-    ["nproc", `${(await firstLine(["nproc"]))} (${cpu})`],
-    ["memory", `${(memKb / 1024 / 1024).toFixed(1)} GiB`],
-    ["kernel", Deno.osRelease()],
-    ["disk fs", `${fs} (scratch and fixtures in ${dirname(scratch)})`],
-    ["deno", (await firstLine([Deno.execPath(), "--version"])).replace(/^deno /, "")],
-    ["skopeo", (await firstLine(["skopeo", "--version"])).replace(/^skopeo version /, "")],
-    ["ctr", (await firstLine(["ctr", "--version"])).replace(/^ctr \S+ /, "")],
-    ["containerd", (await firstLine(["containerd", "--version"])).replace(/^containerd \S+ /, "")],
-    ["umoci", (await firstLine(["umoci", "--version"])).replace(/^umoci version /, "")],
-    ["strata", `git ${rev}${dirty ? " + uncommitted changes" : ""}`],
-    ["date", new Date().toISOString().replace(/\.\d+Z$/, "Z")],
-    ["load average at start", `${l1?.toFixed(2)} ${l5?.toFixed(2)} ${l15?.toFixed(2)}`],
-  ];
-}
-
-function quote(arg: string): string {
-  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;
+async function machineRows(scratch: string): Promise<[string, string][]> {
+  return await machine(scratch, {
+    repo: REPO,
+    what: "scratch and fixtures",
+    peers: [
+      ["skopeo", (await firstLine(["skopeo", "--version"])).replace(/^skopeo version /, "")],
+      ["ctr", (await firstLine(["ctr", "--version"])).replace(/^ctr \S+ /, "")],
+      [
+        "containerd",
+        (await firstLine(["containerd", "--version"])).replace(/^containerd \S+ /, ""),
+      ],
+      ["umoci", (await firstLine(["umoci", "--version"])).replace(/^umoci version /, "")],
+    ],
+  });
 }
 
 async function blobCount(dir: string): Promise<number> {
@@ -706,7 +682,7 @@ async function main(args: string[]): Promise<number> {
       .finally(() => Deno.exit(130));
   };
   Deno.addSignalListener("SIGINT", onSignal);
-  const env = await machine(scratch);
+  const env = await machineRows(scratch);
   const state = { dropped: false, dropFailed: false };
   const all: Series[] = [];
   try {

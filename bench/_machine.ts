@@ -1,0 +1,61 @@
+// What every benchmark report starts with: the machine, the tools' versions, Strata's revision.
+import { dirname } from "node:path";
+import { run } from "./_proc.ts";
+
+/** The first line a command prints (stdout, else stderr), or `not installed`. */
+export async function firstLine(argv: string[]): Promise<string> {
+  try {
+    const r = await run(argv);
+    return (r.stdout || r.stderr).trim().split("\n")[0] ?? "?";
+  } catch {
+    return "not installed";
+  }
+}
+
+/** Quotes an argument for a shell command line shown in a report. */
+export function quote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
+/** Options of {@linkcode machine}. */
+export interface MachineOptions {
+  /** The Strata checkout (for its revision). */
+  repo: string;
+  /** What lives on the scratch file system, e.g. `scratch and fixtures`. */
+  what: string;
+  /** Rows for the peers' versions, in order, after Deno's. */
+  peers: [string, string][];
+}
+
+/**
+ * The machine table's rows: CPUs, memory, kernel, the scratch file system, Deno, the peers,
+ * Strata's revision, the date and the load average.
+ */
+export async function machine(
+  scratch: string,
+  options: MachineOptions,
+): Promise<[string, string][]> {
+  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const cpu = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.trim() ?? "?";
+  const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
+  const memKb = Number(/MemTotal:\s*(\d+)/.exec(meminfo)?.[1] ?? NaN);
+  const fs = (await firstLine(["findmnt", "-no", "FSTYPE,SOURCE", "-T", scratch])).replace(
+    /\s+/,
+    " on ",
+  );
+  const rev = await firstLine(["git", "-C", options.repo, "rev-parse", "--short", "HEAD"]);
+  const status = await run(["git", "-C", options.repo, "status", "--porcelain"]);
+  const dirty = status.stdout.trim() !== "";
+  const [l1, l5, l15] = Deno.loadavg();
+  return [
+    ["nproc", `${await firstLine(["nproc"])} (${cpu})`],
+    ["memory", `${(memKb / 1024 / 1024).toFixed(1)} GiB`],
+    ["kernel", Deno.osRelease()],
+    ["disk fs", `${fs} (${options.what} in ${dirname(scratch)})`],
+    ["deno", (await firstLine([Deno.execPath(), "--version"])).replace(/^deno /, "")],
+    ...options.peers,
+    ["strata", `git ${rev}${dirty ? " + uncommitted changes" : ""}`],
+    ["date", new Date().toISOString().replace(/\.\d+Z$/, "Z")],
+    ["load average at start", `${l1?.toFixed(2)} ${l5?.toFixed(2)} ${l15?.toFixed(2)}`],
+  ];
+}
