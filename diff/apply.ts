@@ -206,9 +206,10 @@ export async function applyLayer(
       compressedHash.update(chunk);
       compressedSize += chunk.length;
     });
-    // Each decompressed chunk is freed once the next is asked for: the tar reader and the tree
-    // are done with it by then (peak memory, not garbage collection, bounds a layer).
-    const plain = tap(decompress(input, { compression, releaseChunks: true }), (chunk) => {
+    // Not `releaseChunks` (freeing each chunk once the next is asked for): something read from a
+    // chunk is still used after that; tests/diff/roundtrip_test.ts with
+    // STRATA_ROUNDTRIP_SEED=1819141821 then put a security.capability on the wrong file.
+    const plain = tap(decompress(input, { compression }), (chunk) => {
       hash.update(chunk);
       size += chunk.length;
     });

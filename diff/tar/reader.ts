@@ -468,7 +468,9 @@ class Reader {
       const sparseLengths: number[] = [];
       for (const { key, value } of paxRecords) {
         if (key.startsWith("SCHILY.xattr.")) {
-          xattrs[key.slice(13)] = value;
+          // A copy: `value` views the source's chunk, which a decompressor may free or reuse
+          // once the next chunk is read (DecompressOptions.releaseChunks).
+          xattrs[key.slice(13)] = value.slice();
           continue;
         }
         if (key.startsWith("LIBARCHIVE.xattr.")) {
