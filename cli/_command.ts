@@ -176,3 +176,25 @@ export function list(v: Values[string]): string[] {
   if (v === undefined) return [];
   return (Array.isArray(v) ? v : [v]).map(String);
 }
+
+/**
+ * Reads an optional integer option within bounds: `undefined` when absent, else the number.
+ *
+ * @throws {InvalidArgument} When the value is not an integer from `min` to `max`.
+ */
+export function intOption(
+  values: Values,
+  name: string,
+  min: number,
+  max: number,
+): number | undefined {
+  const raw = values[name];
+  if (typeof raw !== "string") return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new InvalidArgument(
+      `Cannot use --${name} "${raw}": it must be an integer from ${min} to ${max}`,
+    );
+  }
+  return n;
+}

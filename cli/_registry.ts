@@ -2,7 +2,7 @@ import { Buffer } from "node:buffer";
 import { InvalidArgument } from "../errors.ts";
 import { type Credentials, credentialsFromDockerConfig } from "../remotes/credentials.ts";
 import type { ResolverOptions } from "../remotes/types.ts";
-import type { CommandContext, OptionSpec, Values } from "./_command.ts";
+import { type CommandContext, intOption, type OptionSpec, type Values } from "./_command.ts";
 import type { ProgressMode } from "./_progress.ts";
 
 /** The registry options shared by `pull` and `push`. */
@@ -118,16 +118,8 @@ export async function registryOptions(
     options.hostsDir = hostsDir;
   }
   if (values["plain-http"]) options.plainHttp = true;
-  const max = values["max-concurrent-downloads"];
-  if (typeof max === "string") {
-    const n = Number(max);
-    if (!Number.isInteger(n) || n < 1 || n > 64) {
-      throw new InvalidArgument(
-        `Cannot use --max-concurrent-downloads "${max}": it must be an integer from 1 to 64`,
-      );
-    }
-    options.maxConcurrentDownloads = n;
-  }
+  const downloads = intOption(values, "max-concurrent-downloads", 1, 64);
+  if (downloads !== undefined) options.maxConcurrentDownloads = downloads;
   let user: Credentials | undefined;
   if (typeof values.user === "string") {
     const colon = values.user.indexOf(":");

@@ -1,7 +1,6 @@
-import { InvalidArgument } from "../errors.ts";
 import { pullImage } from "../transfer/pull.ts";
 import { pushImage } from "../transfer/push.ts";
-import { humanSize } from "./_command.ts";
+import { humanSize, intOption } from "./_command.ts";
 import type { Command } from "./_command.ts";
 import { findImage, platformOption } from "./_images.ts";
 import { progressPrinter } from "./_progress.ts";
@@ -103,17 +102,7 @@ export const pushCommand: Command = {
     const client = await ctx.client();
     const record = findImage(client, name!);
     const platform = platformOption(values);
-    let uploads: number | undefined;
-    if (typeof values["max-concurrent-uploads"] === "string") {
-      uploads = Number(values["max-concurrent-uploads"]);
-      if (!Number.isInteger(uploads) || uploads < 1 || uploads > 64) {
-        throw new InvalidArgument(
-          `Cannot use --max-concurrent-uploads "${
-            values["max-concurrent-uploads"]
-          }": it must be an integer from 1 to 64`,
-        );
-      }
-    }
+    const uploads = intOption(values, "max-concurrent-uploads", 1, 64);
     const mode = progressMode(ctx, values);
     const printer = progressPrinter(mode, ctx.out);
     let result;

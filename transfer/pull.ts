@@ -10,11 +10,12 @@ import type { ContentInfo, ContentStore } from "../content/mod.ts";
 import { AlreadyExists, isNotFound } from "../errors.ts";
 import type { ImageStore } from "../images/store.ts";
 import type { Descriptor, ImageRecord, MatchComparer } from "../images/types.ts";
-import { isIndexType, isLayerType, isManifestType } from "../images/media_types.ts";
+import { isLayerType, isManifestType } from "../images/media_types.ts";
 import {
   childGcLabels,
   children,
   dispatch,
+  filterPlatforms,
   limitManifests,
   manifestLayers,
   resolveManifest,
@@ -38,6 +39,28 @@ import { type ProgressEvent, progressKind, throttleProgress } from "./progress.t
 
 /** Content label naming the repositories a blob was pulled from (containerd's). */
 export const LABEL_DISTRIBUTION_SOURCE = "containerd.io/distribution.source.";
+
+/**
+ * The distribution source label of a reference's registry, and the repository it names:
+ * `containerd.io/distribution.source.<host without port>` and `<path>`.
+ *
+ * @example
+ * ```ts
+ * import { distributionSource } from "@strata/strata/transfer";
+ * console.log(distributionSource("localhost:5000/team/app:1"));
+ * ```
+ *
+ * @param ref A normalised reference.
+ * @returns The label key and the repository.
+ */
+export function distributionSource(ref: string): { key: string; repo: string } {
+  const remote = parseRemoteReference(ref);
+  const host = remoteHostname(remote).replace(/:\d+$/, "");
+  return {
+    key: `${LABEL_DISTRIBUTION_SOURCE}${host}`,
+    repo: remote.locator.slice(remote.locator.indexOf("/") + 1),
+  };
+}
 
 /** What {@linkcode pullImage} needs: a `Client` has all of it. */
 export interface PullTarget extends UnpackTarget {
@@ -192,12 +215,7 @@ class Puller {
       if (signal.aborted) this.#abort.abort(signal.reason);
       else signal.addEventListener("abort", () => this.#abort.abort(signal.reason), { once: true });
     }
-    const remote = parseRemoteReference(name);
-    const host = remoteHostname(remote).replace(/:\d+$/, "");
-    this.#source = {
-      key: `${LABEL_DISTRIBUTION_SOURCE}${host}`,
-      repo: remote.locator.slice(remote.locator.indexOf("/") + 1),
-    };
+    this.#source = distributionSource(name);
   }
 
   async run(target: PullTarget, root: Descriptor, options: PullOptions): Promise<PullResult> {
@@ -279,11 +297,7 @@ class Puller {
       }
       return kids;
     };
-    const filtered = platform === undefined ? handler : async (desc: Descriptor) => {
-      const kids = await handler(desc);
-      if (!isIndexType(desc.mediaType)) return kids;
-      return kids.filter((d) => d.platform === undefined || platform.match(d.platform));
-    };
+    const filtered = filterPlatforms(handler, platform);
     const limited = platform === undefined ? filtered : limitManifests(filtered, platform, 1);
     await dispatch(limited, [root], { limit: 8 });
     return manifests;

@@ -11,11 +11,11 @@ import type { ImageStore } from "../images/store.ts";
 import type { Descriptor, MatchComparer } from "../images/types.ts";
 import { isIndexType, isManifestType } from "../images/media_types.ts";
 import { children, resolveManifest } from "../images/manifest.ts";
-import { normalizeReference, parseRemoteReference, remoteHostname } from "../images/reference.ts";
+import { normalizeReference, parseRemoteReference } from "../images/reference.ts";
 import { Resolver } from "../remotes/resolver.ts";
 import type { Pusher, ResolverOptions } from "../remotes/types.ts";
 import { type ProgressEvent, progressKind, throttleProgress } from "./progress.ts";
-import { LABEL_DISTRIBUTION_SOURCE } from "./pull.ts";
+import { distributionSource } from "./pull.ts";
 
 /** What {@linkcode pushImage} reads: a `Client` has both. */
 export interface PushSource {
@@ -99,10 +99,9 @@ export async function pushImage(
   const resolver = options.resolver ?? new Resolver(resolverOptions(options));
   try {
     const pusher = await resolver.pusher(ref);
-    const host = remoteHostname(parseRemoteReference(ref)).replace(/:\d+$/, "");
     const job = new PushJob(source.content, pusher, emit, {
       limit: options.maxConcurrentUploads ?? 3,
-      sourceLabel: `${LABEL_DISTRIBUTION_SOURCE}${host}`,
+      sourceLabel: distributionSource(ref).key,
     });
     await job.push(target, tag);
     emit({ id: ref, kind: "image", status: "pushed", digest: target.digest });
