@@ -92,6 +92,25 @@ export interface OpenDatabaseOptions {
 }
 
 /**
+ * Switches to the WAL journal. SQLite answers "database is locked" at once, without calling the
+ * busy handler, when another process is switching a new database at the same moment, so this
+ * retries until the busy timeout.
+ */
+function setWalMode(db: DatabaseSync, timeoutMs: number): void {
+  const deadline = Date.now() + timeoutMs;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let wait = 1;; wait = Math.min(wait * 2, 100)) {
+    try {
+      db.exec("PRAGMA journal_mode=WAL");
+      return;
+    } catch (err) {
+      if (!/database is locked/.test(String(err)) || Date.now() >= deadline) throw err;
+      Atomics.wait(pause, 0, 0, wait);
+    }
+  }
+}
+
+/**
  * The SQLite database of one Strata root (`<root>/metadata.db`): WAL journal, `synchronous=FULL`,
  * a busy timeout so several processes can share a root, and a versioned schema.
  *
@@ -121,10 +140,9 @@ export class MetadataDb {
    */
   static open(root: string, options: OpenDatabaseOptions = {}): MetadataDb {
     mkdirSync(root, { recursive: true });
-    const db = new DatabaseSync(join(root, "metadata.db"), {
-      timeout: options.busyTimeoutMs ?? 30_000,
-    });
-    db.exec("PRAGMA journal_mode=WAL");
+    const timeoutMs = options.busyTimeoutMs ?? 30_000;
+    const db = new DatabaseSync(join(root, "metadata.db"), { timeout: timeoutMs });
+    setWalMode(db, timeoutMs);
     db.exec("PRAGMA synchronous=FULL");
     db.exec("PRAGMA foreign_keys=ON");
     const meta = new MetadataDb(db);

@@ -98,3 +98,37 @@ Deno.test("MetadataDb lets two processes write one root concurrently", async () 
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("MetadataDb.open() of a new root by many processes at once succeeds in each", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const db = new URL("../../metadata/db.ts", import.meta.url).href;
+    for (let round = 0; round < 5; round++) {
+      const root = join(dir, `root-${round}`);
+      const go = join(dir, `go-${round}`);
+      // Every process loads first, then all open the new root the moment \`go\` appears.
+      const code = `import { MetadataDb } from "${db}";
+        while (true) { try { Deno.statSync(${
+        JSON.stringify(go)
+      }); break; } catch { /* not yet */ } }
+        const m = MetadataDb.open(${JSON.stringify(root)});
+        console.log(m.schemaVersion);
+        m.close();`;
+      const pending = Array.from({ length: 6 }, () =>
+        new Deno.Command(Deno.execPath(), {
+          args: ["eval", "--ext=ts", code],
+          stdout: "piped",
+          stderr: "piped",
+        }).output());
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await Deno.writeTextFile(go, "");
+      const runs = await Promise.all(pending);
+      for (const r of runs) {
+        assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+        assert.equal(new TextDecoder().decode(r.stdout).trim(), String(MIGRATIONS.at(-1)!.version));
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
