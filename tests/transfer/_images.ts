@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import type { Platform } from "../../images/types.ts";
 import { defaultPlatformSpec } from "../../images/platforms.ts";
-import { manyFileLayers } from "../unpack/_build_image.ts";
+import { blobWriter, manyFileLayers } from "../unpack/_build_image.ts";
 
 /** One platform of a test image: its platform and the seed of its layers. */
 export interface TestPlatform {
@@ -44,14 +44,8 @@ export async function writeTestLayout(
   dir: string,
   options: { tag: string; platforms: TestPlatform[]; filesPerLayer?: number },
 ): Promise<TestLayout> {
-  const blobs = join(dir, "blobs", "sha256");
-  await Deno.mkdir(blobs, { recursive: true });
+  const put = await blobWriter(dir);
   const enc = new TextEncoder();
-  const put = async (bytes: Uint8Array, mediaType: string) => {
-    const digest = sha256(bytes);
-    await Deno.writeFile(join(blobs, digest.slice(7)), bytes);
-    return { mediaType, digest, size: bytes.length };
-  };
   const manifests: TestLayout["manifests"] = [];
   const entries = [];
   for (const p of options.platforms) {

@@ -22,35 +22,57 @@ function sha256(bytes: Uint8Array): string {
   return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
 }
 
+/** A descriptor of a blob written by {@linkcode blobWriter}. */
+export interface WrittenBlob {
+  mediaType: string;
+  digest: string;
+  size: number;
+}
+
 /**
- * Writes an OCI layout with one image of gzip layers made from plain tars, for the host platform.
+ * Makes a function that stores blobs in an OCI layout's `blobs/sha256` (created).
+ *
+ * @param dir The layout directory.
+ * @returns `put(bytes, mediaType)`, giving the blob's descriptor.
+ */
+export async function blobWriter(
+  dir: string,
+): Promise<(bytes: Uint8Array, mediaType: string) => Promise<WrittenBlob>> {
+  const blobs = join(dir, "blobs", "sha256");
+  await Deno.mkdir(blobs, { recursive: true });
+  return async (bytes, mediaType) => {
+    const digest = sha256(bytes);
+    await Deno.writeFile(join(blobs, digest.slice(7)), bytes);
+    return { mediaType, digest, size: bytes.length };
+  };
+}
+
+/**
+ * Writes an OCI layout with one image of layers made from plain tars, for the host platform:
+ * gzip layers, except those listed in `uncompressed`, stored as plain tars.
  *
  * @param dir The layout directory (created).
  * @param tars The layers' tars, bottom first.
- * @param options The image's name and the gzip level.
+ * @param options The image's name, the gzip level, the layers to leave uncompressed.
  * @returns The layout, name and diff IDs.
  */
 export async function writeLayout(
   dir: string,
   tars: Uint8Array[],
-  options: { name: string; level?: number },
+  options: { name: string; level?: number; uncompressed?: number[] },
 ): Promise<BuiltImage> {
-  const blobs = join(dir, "blobs", "sha256");
-  await Deno.mkdir(blobs, { recursive: true });
-  const put = async (bytes: Uint8Array, mediaType: string) => {
-    const digest = sha256(bytes);
-    await Deno.writeFile(join(blobs, digest.slice(7)), bytes);
-    return { mediaType, digest, size: bytes.length };
-  };
+  const put = await blobWriter(dir);
   const enc = new TextEncoder();
   const diffIds = tars.map(sha256);
   const layers = [];
-  for (const tar of tars) {
+  for (const [i, tar] of tars.entries()) {
     layers.push(
-      await put(
-        gzipSync(tar, { level: options.level ?? 1 }),
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-      ),
+      options.uncompressed?.includes(i)
+        ? await put(tar, "application/vnd.oci.image.layer.v1.tar")
+        : await put(
+          gzipSync(tar, { level: options.level ?? 1 }),
+          "application/vnd.oci.image.layer.v1.tar+gzip",
+        ),
     );
   }
   const platform = defaultPlatformSpec();

@@ -4,22 +4,16 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { gzipSync } from "node:zlib";
 import { Client } from "../../client.ts";
 import { createTar, type TarInput } from "../../diff/tar/mod.ts";
 import { importArchive } from "../../images/archive/import.ts";
-import { defaultPlatformSpec } from "../../images/platforms.ts";
 import { makeTempDir, peerTest } from "../_peers.ts";
 import { assertSameTree, strataTree } from "../_unpack_trees.ts";
-import { seededRandom } from "./_build_image.ts";
+import { seededRandom, writeLayout } from "./_build_image.ts";
 
 const T = { sec: 1700000000, nsec: 0 };
 /** File sizes around tar block, 64 KiB and 1 MiB boundaries. */
 const SIZES = [1, 511, 513, 65_537, (1 << 20) - 100, (1 << 20) + 100, 1_700_000, 3, 2_500_000];
-
-function sha256(bytes: Uint8Array): string {
-  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
-}
 
 /** A layer of incompressible files whose sizes straddle 1 MiB chunk boundaries. */
 async function layerTar(seed: number, prefix: string): Promise<Uint8Array> {
@@ -38,57 +32,6 @@ async function layerTar(seed: number, prefix: string): Promise<Uint8Array> {
   return await createTar(entries);
 }
 
-async function writeLayout(dir: string, layers: { tar: Uint8Array; gzip: boolean }[]) {
-  const blobs = join(dir, "blobs", "sha256");
-  await Deno.mkdir(blobs, { recursive: true });
-  const put = async (bytes: Uint8Array, mediaType: string) => {
-    const digest = sha256(bytes);
-    await Deno.writeFile(join(blobs, digest.slice(7)), bytes);
-    return { mediaType, digest, size: bytes.length };
-  };
-  const descs = [];
-  for (const l of layers) {
-    descs.push(
-      l.gzip
-        ? await put(gzipSync(l.tar, { level: 1 }), "application/vnd.oci.image.layer.v1.tar+gzip")
-        : await put(l.tar, "application/vnd.oci.image.layer.v1.tar"),
-    );
-  }
-  const p = defaultPlatformSpec();
-  const enc = new TextEncoder();
-  const config = await put(
-    enc.encode(JSON.stringify({
-      architecture: p.architecture,
-      os: p.os,
-      rootfs: { type: "layers", diff_ids: layers.map((l) => sha256(l.tar)) },
-    })),
-    "application/vnd.oci.image.config.v1+json",
-  );
-  const manifest = await put(
-    enc.encode(JSON.stringify({
-      schemaVersion: 2,
-      mediaType: "application/vnd.oci.image.manifest.v1+json",
-      config,
-      layers: descs,
-    })),
-    "application/vnd.oci.image.manifest.v1+json",
-  );
-  await Deno.writeTextFile(
-    join(dir, "index.json"),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [{
-        ...manifest,
-        annotations: { "io.containerd.image.name": "example.com/chunks:1" },
-      }],
-    }),
-  );
-  await Deno.writeTextFile(
-    join(dir, "oci-layout"),
-    JSON.stringify({ imageLayoutVersion: "1.0.0" }),
-  );
-}
-
 peerTest(
   "unpack of plain and gzip layers spanning read chunks gives whole files, parallel or not",
   { root: true },
@@ -100,7 +43,10 @@ peerTest(
       { tar: await layerTar(3, "c"), gzip: true },
       { tar: await layerTar(4, "d"), gzip: false },
     ];
-    await writeLayout(join(tmp.path, "layout"), layers);
+    await writeLayout(join(tmp.path, "layout"), layers.map((l) => l.tar), {
+      name: "example.com/chunks:1",
+      uncompressed: layers.flatMap((l, i) => l.gzip ? [] : [i]),
+    });
     const trees = [];
     for (const parallel of [true, false]) {
       using client = Client.open({ root: join(tmp.path, `root-${parallel}`) });
