@@ -206,10 +206,9 @@ export async function applyLayer(
       compressedHash.update(chunk);
       compressedSize += chunk.length;
     });
-    // Not `releaseChunks` (freeing each chunk once the next is asked for): something read from a
-    // chunk is still used after that; tests/diff/roundtrip_test.ts with
-    // STRATA_ROUNDTRIP_SEED=1819141821 then put a security.capability on the wrong file.
-    const plain = tap(decompress(input, { compression }), (chunk) => {
+    // `releaseChunks`: readTar and the tree are done with a chunk before they ask for the next
+    // (headers copy what they keep), so each one is freed at once instead of left to the GC.
+    const plain = tap(decompress(input, { compression, releaseChunks: true }), (chunk) => {
       hash.update(chunk);
       size += chunk.length;
     });

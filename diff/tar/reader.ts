@@ -275,7 +275,8 @@ class Reader {
         offset,
       );
     }
-    const data = await this.src.readExact(size);
+    // A copy: skipping the padding may read the next chunk, which can free or reuse this one.
+    const data = new Uint8Array(await this.src.readExact(size));
     if (data.length < size) throw this.error(`the archive ends inside the ${kind}`, offset);
     const pad = (BLOCK_SIZE - (size % BLOCK_SIZE)) % BLOCK_SIZE;
     if ((await this.src.skip(pad)) < pad) {
@@ -344,8 +345,7 @@ class Reader {
           throw this.error(`malformed PAX extended header: ${records}`, offset);
         }
         if (flag === 0x78) {
-          // Copy values out of the (possibly reused) input chunk.
-          for (const r of records) r.value = r.value.slice();
+          // Values view `data`, a copy owned by this header: they outlive the input chunks.
           pax = pax === null ? records : pax.concat(records);
         }
         continue;
@@ -468,9 +468,7 @@ class Reader {
       const sparseLengths: number[] = [];
       for (const { key, value } of paxRecords) {
         if (key.startsWith("SCHILY.xattr.")) {
-          // A copy: `value` views the source's chunk, which a decompressor may free or reuse
-          // once the next chunk is read (DecompressOptions.releaseChunks).
-          xattrs[key.slice(13)] = value.slice();
+          xattrs[key.slice(13)] = value;
           continue;
         }
         if (key.startsWith("LIBARCHIVE.xattr.")) {

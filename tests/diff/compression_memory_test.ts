@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { decompress } from "../../diff/compression.ts";
+import { createTar, readTar, type TarHeader } from "../../diff/tar/mod.ts";
 import { concat, gzip, sha256, zstd } from "./_helpers.ts";
 
 function sample(size: number): Uint8Array {
@@ -99,4 +100,43 @@ Deno.test("decompress() keeps its chunks without releaseChunks, and never frees 
   }
   for await (const chunk of decompress(source(), { releaseChunks: true })) plain.push(chunk);
   assert.deepEqual(concat(...plain), data, "a plain stream's chunks are the source's, untouched");
+});
+
+Deno.test("readTar() keeps PAX records and xattr values intact when the decompressor frees or a source reuses its chunks", async () => {
+  // Each entry's header is read from one chunk and its xattrs are used after its body, which
+  // spans the next chunks: what the header gave must not view the chunk it came from.
+  const names = ["a", "long-" + "é".repeat(80), "c"];
+  const entries = names.map((name, i) => ({
+    header: {
+      name,
+      type: "file" as const,
+      xattrs: { "user.k": new Uint8Array([1, 2, 3, i]), "security.capability": sample(20 + i) },
+      pax: { "STRATA.test": `value-${i}` },
+    },
+    body: sample((1 << 20) + 1000 * (i + 1)),
+  }));
+  const archive = await createTar(entries);
+  const sources: [string, () => AsyncIterable<Uint8Array>][] = [
+    [
+      "gzip, chunks freed",
+      () => decompress(throughOneBuffer(gzip(archive), 1 << 16), { releaseChunks: true }),
+    ],
+    ["plain, one reused 700-byte buffer", () => throughOneBuffer(archive, 700)],
+    ["plain, one reused 1 MiB buffer", () => throughOneBuffer(archive, 1 << 20)],
+  ];
+  for (const [what, source] of sources) {
+    const seen: TarHeader[] = [];
+    for await (const entry of readTar(source())) {
+      let size = 0;
+      for await (const chunk of entry.body) size += chunk.length;
+      assert.equal(size, entry.header.size, what);
+      seen.push(entry.header);
+    }
+    // Checked after every body was read and every chunk freed or overwritten.
+    assert.deepEqual(seen.map((h) => h.name), names, what);
+    seen.forEach((h, i) => {
+      assert.deepEqual(h.xattrs, entries[i]!.header.xattrs, `${what}: ${h.name}`);
+      assert.equal(h.pax["STRATA.test"], `value-${i}`, `${what}: ${h.name}`);
+    });
+  }
 });
