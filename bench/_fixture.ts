@@ -9,6 +9,7 @@ import { createHash } from "node:crypto";
 import { basename, dirname, join, resolve } from "node:path";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../errors.ts";
 import { mustRun, run } from "./_proc.ts";
+import { exists } from "./_util.ts";
 
 /** The tag every normalised fixture carries. */
 export const FIXTURE_TAG = "bench";
@@ -48,15 +49,6 @@ interface Descriptor {
   digest: string;
   size: number;
   annotations?: Record<string, string>;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function readJson(path: string): Promise<unknown> {

@@ -12,6 +12,25 @@ export async function firstLine(argv: string[]): Promise<string> {
   }
 }
 
+/** What each peer's `--version` prints before its version number. */
+const VERSION_PREFIX: Record<string, RegExp> = {
+  skopeo: /^skopeo version /,
+  umoci: /^umoci version /,
+  ctr: /^ctr \S+ /,
+  containerd: /^containerd \S+ /,
+  "docker-registry": /^$/,
+};
+
+/** Rows naming each peer's version, as {@linkcode MachineOptions.peers} takes them. */
+export async function peerVersions(names: string[]): Promise<[string, string][]> {
+  const rows: [string, string][] = [];
+  for (const name of names) {
+    const line = await firstLine([name, "--version"]);
+    rows.push([name, line.replace(VERSION_PREFIX[name] ?? /^$/, "")]);
+  }
+  return rows;
+}
+
 /** Quotes an argument for a shell command line shown in a report. */
 export function quote(arg: string): string {
   return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;

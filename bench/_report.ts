@@ -51,7 +51,8 @@ export function summarise(values: number[]): Summary {
   return { median, min: s[0]!, max: s[s.length - 1]! };
 }
 
-function secs(x: number): string {
+/** Seconds with three significant digits, `—` for no value. */
+export function secs(x: number): string {
   if (!Number.isFinite(x)) return "—";
   return x < 1 ? x.toFixed(3) : x < 10 ? x.toFixed(2) : x.toFixed(1);
 }

@@ -18,8 +18,18 @@ import { fileURLToPath } from "node:url";
 import { FailedPrecondition, InvalidArgument, StrataError } from "../errors.ts";
 import { type Fixture, FIXTURE_TAG, layoutFixture, makeFixturesFixture } from "./_fixture.ts";
 import { Containerd, dropCaches, have, mustRun, Registry, run, type RunResult } from "./_proc.ts";
-import { summarise } from "./_report.ts";
-import { firstLine, machine, quote } from "./_machine.ts";
+import { secs, summarise } from "./_report.ts";
+import { machine, peerVersions, quote } from "./_machine.ts";
+import {
+  checkCommitted,
+  checkNotEmpty,
+  Daemons,
+  exists,
+  intOption,
+  log,
+  mb,
+  rmrf,
+} from "./_util.ts";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const MAKE_FIXTURES = resolve(REPO, "..", "shared", "tools", "make-fixtures.sh");
@@ -131,10 +141,6 @@ interface Series {
   bytes: number;
 }
 
-function log(line: string): void {
-  console.error(line);
-}
-
 function parseOptions(args: string[]): Options | undefined {
   const { values } = parseArgs({
     args,
@@ -158,16 +164,8 @@ function parseOptions(args: string[]): Options | undefined {
     console.log(HELP);
     return undefined;
   }
-  const runs = Number(values.runs);
-  if (!Number.isInteger(runs) || runs < 1) {
-    throw new InvalidArgument(`Cannot parse --runs "${values.runs}": expected a positive integer`);
-  }
-  const retries = Number(values.retries);
-  if (!Number.isInteger(retries) || retries < 0) {
-    throw new InvalidArgument(
-      `Cannot parse --retries "${values.retries}": expected a non-negative integer`,
-    );
-  }
+  const runs = intOption("runs", values.runs, 1);
+  const retries = intOption("retries", values.retries, 0);
   const fixtures = values.fixtures.split(",").map((s) => s.trim()).filter((s) => s !== "");
   if (fixtures.length === 0) {
     throw new InvalidArgument(`Cannot parse --fixtures "${values.fixtures}": no fixture named`);
@@ -196,15 +194,6 @@ function parseOptions(args: string[]): Options | undefined {
   };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The fixtures, as run.ts's `--fixture make-fixtures` loads them. */
 async function loadFixtures(o: Options): Promise<Fixture[]> {
   await Deno.mkdir(o.cache, { recursive: true });
@@ -223,36 +212,8 @@ async function loadFixtures(o: Options): Promise<Fixture[]> {
   return out;
 }
 
-function rmrf(path: string): Promise<void> {
-  return Deno.remove(path, { recursive: true }).catch(() => {});
-}
-
 /** What must be stopped when the benchmark ends or is interrupted. */
-const daemons = new Set<Containerd | Registry>();
-
-async function stopDaemon(d: Containerd | Registry): Promise<void> {
-  daemons.delete(d);
-  await d.stop();
-}
-
-/** Fails unless `output` (of `snapshots ls`) lists exactly `n` committed snapshots. */
-function checkCommitted(output: string, n: number, what: string): void {
-  const committed = output.split("\n").filter((l) => /\bcommitted\b/i.test(l)).length;
-  if (committed !== n) {
-    throw new FailedPrecondition(
-      `Cannot verify ${what}: ${committed} committed snapshots, expected ${n}`,
-    );
-  }
-}
-
-async function checkNotEmpty(dir: string): Promise<void> {
-  try {
-    for await (const _ of Deno.readDir(dir)) return;
-  } catch {
-    // Missing: fall through.
-  }
-  throw new FailedPrecondition(`Cannot verify "${dir}": it is missing or empty`);
-}
+const daemons = new Daemons();
 
 // ---------------------------------------------------------------------------------------------
 // Contenders.
@@ -381,7 +342,7 @@ function ctrPull(f: Fixture, ref: string, snapshotter: string): Contender {
           checkCommitted(snaps.stdout, f.layerBytes.length, name);
         },
         daemonPeak: () => pid === undefined ? Promise.resolve(undefined) : vmHwm(pid),
-        cleanup: () => stopDaemon(c),
+        cleanup: () => daemons.stop(c),
       };
     },
   };
@@ -796,29 +757,12 @@ async function machineRows(scratch: string): Promise<[string, string][]> {
   return await machine(scratch, {
     repo: REPO,
     what: "registry, scratch and fixtures",
-    peers: [
-      [
-        "ctr / containerd",
-        (await firstLine(["containerd", "--version"])).replace(/^containerd /, ""),
-      ],
-      ["skopeo", (await firstLine(["skopeo", "--version"])).replace(/^skopeo version /, "")],
-      ["umoci", (await firstLine(["umoci", "--version"])).replace(/^umoci version /, "")],
-      ["docker-registry", await firstLine(["docker-registry", "--version"])],
-    ],
+    peers: await peerVersions(["containerd", "skopeo", "umoci", "docker-registry"]),
   });
-}
-
-function secs(x: number): string {
-  if (!Number.isFinite(x)) return "—";
-  return x < 1 ? x.toFixed(3) : x < 10 ? x.toFixed(2) : x.toFixed(1);
 }
 
 function mib(kib: number[]): string {
   return kib.length === 0 ? "—" : (Math.max(...kib) / 1024).toFixed(0);
-}
-
-function mb(bytes: number): string {
-  return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
 function median(xs: number[]): number {
@@ -1033,7 +977,7 @@ async function main(args: string[]): Promise<number> {
   await Deno.mkdir(scratch, { recursive: true });
   const onSignal = () => {
     log("interrupted: stopping the daemons and removing scratch space");
-    Promise.all([...daemons].map((d) => d.stop()))
+    daemons.stopAllNow()
       .then(() => (o.keep ? undefined : rmrf(scratch)))
       .finally(() => Deno.exit(130));
   };
@@ -1084,7 +1028,7 @@ async function main(args: string[]): Promise<number> {
       all.push(...(await runCase(o, f, contenders, scratch, state)));
     }
   } finally {
-    for (const d of [...daemons]) await stopDaemon(d);
+    await daemons.stopAll();
     if (!o.keep) await rmrf(scratch);
     Deno.removeSignalListener("SIGINT", onSignal);
   }

@@ -31,7 +31,8 @@ import {
   tail,
 } from "./_proc.ts";
 import { replaceResults, resultsTable, type Series } from "./_report.ts";
-import { firstLine, machine, quote } from "./_machine.ts";
+import { machine, peerVersions, quote } from "./_machine.ts";
+import { checkCommitted, checkNotEmpty, Daemons, intOption, log, mb, rmrf } from "./_util.ts";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BASE_NAME = "bench.local/strata-bench";
@@ -105,10 +106,6 @@ interface Options {
   write: boolean;
 }
 
-function log(line: string): void {
-  console.error(line);
-}
-
 function parseOptions(args: string[]): Options | undefined {
   const { values } = parseArgs({
     args,
@@ -136,10 +133,7 @@ function parseOptions(args: string[]): Options | undefined {
     console.log(HELP);
     return undefined;
   }
-  const runs = Number(values.runs);
-  if (!Number.isInteger(runs) || runs < 1) {
-    throw new InvalidArgument(`Cannot parse --runs "${values.runs}": expected a positive integer`);
-  }
+  const runs = intOption("runs", values.runs, 1);
   const cases = values.cases.split(",").map((c) => c.trim()).filter((c) => c !== "");
   for (const c of cases) {
     if (!(CASES as readonly string[]).includes(c)) {
@@ -209,15 +203,7 @@ async function machineRows(scratch: string): Promise<[string, string][]> {
   return await machine(scratch, {
     repo: REPO,
     what: "scratch and fixtures",
-    peers: [
-      ["skopeo", (await firstLine(["skopeo", "--version"])).replace(/^skopeo version /, "")],
-      ["ctr", (await firstLine(["ctr", "--version"])).replace(/^ctr \S+ /, "")],
-      [
-        "containerd",
-        (await firstLine(["containerd", "--version"])).replace(/^containerd \S+ /, ""),
-      ],
-      ["umoci", (await firstLine(["umoci", "--version"])).replace(/^umoci version /, "")],
-    ],
+    peers: await peerVersions(["skopeo", "ctr", "containerd", "umoci"]),
   });
 }
 
@@ -266,22 +252,13 @@ async function checkCtr(sock: string): Promise<void> {
   }
 }
 
-function rmrf(path: string): Promise<void> {
-  return Deno.remove(path, { recursive: true }).catch(() => {});
-}
-
 /** What must be stopped when the benchmark ends or is interrupted. */
-const daemons = new Set<Containerd | Registry>();
+const daemons = new Daemons();
 
 async function startContainerd(dir: string): Promise<Containerd> {
   const c = await Containerd.start(dir);
   daemons.add(c);
   return c;
-}
-
-async function stopDaemon(c: Containerd | Registry): Promise<void> {
-  daemons.delete(c);
-  await c.stop();
 }
 
 async function startRegistry(dir: string): Promise<Registry> {
@@ -305,27 +282,32 @@ function strataImport(o: Options, f: Fixture, source: string): Contender {
   };
 }
 
+/** `ctr images import` of the fixture's archive, content only, as every case imports it. */
+function ctrImportArgv(c: Containerd, f: Fixture): string[] {
+  return [
+    "ctr",
+    "-a",
+    c.socket,
+    "-n",
+    "bench",
+    "images",
+    "import",
+    "--no-unpack",
+    "--base-name",
+    BASE_NAME,
+    f.archive,
+  ];
+}
+
 function ctrImport(f: Fixture): Contender {
   return {
     tool: "ctr",
     async prepare(scratch) {
       const c = await startContainerd(join(scratch, "containerd"));
       return {
-        argv: [
-          "ctr",
-          "-a",
-          c.socket,
-          "-n",
-          "bench",
-          "images",
-          "import",
-          "--no-unpack",
-          "--base-name",
-          BASE_NAME,
-          f.archive,
-        ],
+        argv: ctrImportArgv(c, f),
         check: () => checkCtr(c.socket),
-        cleanup: () => stopDaemon(c),
+        cleanup: () => daemons.stop(c),
       };
     },
   };
@@ -353,11 +335,6 @@ function skopeoCopy(f: Fixture, source: string, dest: (scratch: string) => strin
 function layerBlob(f: Fixture, i: number): string {
   const digest = f.blobs[2 + i] ?? "";
   return join(f.layout, "blobs", ...digest.split(":"));
-}
-
-async function checkNotEmpty(dir: string): Promise<void> {
-  for await (const _ of Deno.readDir(dir)) return;
-  throw new FailedPrecondition(`Cannot verify "${dir}": it is empty`);
 }
 
 function strataApply(o: Options, f: Fixture, i: number): Contender {
@@ -402,16 +379,6 @@ function tarApply(f: Fixture, i: number): Contender {
 
 // ---------------------------------------------------------------------------------------------
 // unpack: a whole image into a snapshotter, its content already local.
-
-/** Fails unless `output` (of `snapshots ls`) lists exactly `n` committed snapshots. */
-function checkCommitted(output: string, n: number, what: string): void {
-  const committed = output.split("\n").filter((l) => /\bcommitted\b/i.test(l)).length;
-  if (committed !== n) {
-    throw new FailedPrecondition(
-      `Cannot verify ${what}: ${committed} committed snapshots, expected ${n}`,
-    );
-  }
-}
 
 function strataUnpack(
   o: Options,
@@ -572,11 +539,11 @@ async function unpackCases(
           ...(await runCase(o, `unpack ${f.name} ${sn}`, contenders, scratch, bytes, state)),
         );
       } finally {
-        await stopDaemon(c);
+        await daemons.stop(c);
       }
     }
   } finally {
-    await stopDaemon(registry);
+    await daemons.stop(registry);
   }
   return out;
 }
@@ -677,7 +644,7 @@ async function main(args: string[]): Promise<number> {
   await Deno.mkdir(scratch, { recursive: true });
   const onSignal = () => {
     log("interrupted: stopping containerd and removing scratch space");
-    Promise.all([...daemons].map((d) => d.stop()))
+    daemons.stopAllNow()
       .then(() => (o.keep ? undefined : rmrf(scratch)))
       .finally(() => Deno.exit(130));
   };
@@ -770,19 +737,7 @@ async function main(args: string[]): Promise<number> {
         );
         const c = await startContainerd(join(scratch, "export-containerd"));
         try {
-          await mustRun([
-            "ctr",
-            "-a",
-            c.socket,
-            "-n",
-            "bench",
-            "images",
-            "import",
-            "--no-unpack",
-            "--base-name",
-            BASE_NAME,
-            f.archive,
-          ]);
+          await mustRun(ctrImportArgv(c, f));
           const out = (d: string) => join(d, "out.tar");
           all.push(
             ...(await runCase(
@@ -830,13 +785,13 @@ async function main(args: string[]): Promise<number> {
             )),
           );
         } finally {
-          await stopDaemon(c);
+          await daemons.stop(c);
           await rmrf(root);
         }
       }
     }
   } finally {
-    for (const d of [...daemons]) await stopDaemon(d);
+    await daemons.stopAll();
     if (!o.keep) await rmrf(scratch);
     Deno.removeSignalListener("SIGINT", onSignal);
   }
@@ -862,10 +817,6 @@ async function main(args: string[]): Promise<number> {
     log(`wrote the results into ${path}`);
   }
   return 0;
-}
-
-function mb(bytes: number): string {
-  return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
 function describeFixture(f: Fixture): string {

@@ -1,0 +1,89 @@
+// Small helpers every benchmark script uses: logging, clean-up, result checks and the daemons
+// to stop when a run ends or is interrupted.
+import { FailedPrecondition, InvalidArgument } from "../errors.ts";
+import type { Containerd, Registry } from "./_proc.ts";
+
+/** Progress goes to stderr, so that stdout stays the report. */
+export function log(line: string): void {
+  console.error(line);
+}
+
+/** Whether a path exists (without following a final symlink). */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Reads an integer option of at least `min`; a clear error otherwise. */
+export function intOption(name: string, text: string, min: number): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min) {
+    throw new InvalidArgument(
+      `Cannot parse --${name} "${text}": expected ${
+        min === 1 ? "a positive" : min === 0 ? "a non-negative" : `an at least ${min}`
+      } integer`,
+    );
+  }
+  return n;
+}
+
+/** Removes a path and everything under it; a missing path is not an error. */
+export function rmrf(path: string): Promise<void> {
+  return Deno.remove(path, { recursive: true }).catch(() => {});
+}
+
+/** Fails unless `dir` exists and has at least one entry. */
+export async function checkNotEmpty(dir: string): Promise<void> {
+  try {
+    for await (const _ of Deno.readDir(dir)) return;
+  } catch {
+    // Missing: fall through.
+  }
+  throw new FailedPrecondition(`Cannot verify "${dir}": it is missing or empty`);
+}
+
+/** Fails unless `output` (of `snapshots ls`) lists exactly `n` committed snapshots. */
+export function checkCommitted(output: string, n: number, what: string): void {
+  const committed = output.split("\n").filter((l) => /\bcommitted\b/i.test(l)).length;
+  if (committed !== n) {
+    throw new FailedPrecondition(
+      `Cannot verify ${what}: ${committed} committed snapshots, expected ${n}`,
+    );
+  }
+}
+
+/** Bytes as decimal megabytes with one decimal, e.g. `410.2 MB`. */
+export function mb(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
+/** The daemons a benchmark started: stopped at the end, or all at once on an interrupt. */
+export class Daemons {
+  #running = new Set<Containerd | Registry>();
+
+  /** Remembers a started daemon and returns it. */
+  add<T extends Containerd | Registry>(daemon: T): T {
+    this.#running.add(daemon);
+    return daemon;
+  }
+
+  /** Stops one daemon. */
+  async stop(daemon: Containerd | Registry): Promise<void> {
+    this.#running.delete(daemon);
+    await daemon.stop();
+  }
+
+  /** Stops every daemon still running, one after the other. */
+  async stopAll(): Promise<void> {
+    for (const d of [...this.#running]) await this.stop(d);
+  }
+
+  /** Stops every daemon still running, all at once (for an interrupt). */
+  stopAllNow(): Promise<unknown> {
+    return Promise.all([...this.#running].map((d) => d.stop()));
+  }
+}
