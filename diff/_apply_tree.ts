@@ -130,6 +130,16 @@ function headerTimes(h: TarHeader): [sys.Timespec, sys.Timespec] {
   return [bound(later ? a : m), bound(m)];
 }
 
+/** The names in the directory `dfd`. */
+function readNames(dfd: number): string[] {
+  const rfd = sys.openat(dfd, ".", DIR_READ);
+  try {
+    return sys.readDirFd(rfd).map((e) => e.name);
+  } finally {
+    sys.close(rfd);
+  }
+}
+
 function pwriteAll(fd: number, buf: Uint8Array, offset: number): void {
   while (buf.length > 0) {
     const n = sys.pwrite(fd, buf, offset);
@@ -882,6 +892,10 @@ export class Tree {
     }
     const pfd = this.#parent(parent, raw, "merged");
     if (pfd === null) return;
+    // In an opaque directory nothing below shows through, and overlayfs would list a whiteout
+    // there (it reads such a directory as it is) while lookups of its name fail: none is made.
+    // overlayfs itself never leaves one there either.
+    if (this.#lowers.isOpaque(pfd)) return;
     const st = statAt(pfd, name);
     if (st !== null) {
       if (this.#layer.has(inodeKey(st)) || isWhiteoutDevice(st)) return;
@@ -902,7 +916,6 @@ export class Tree {
    * with `user.overlay.whiteout`, in a directory marked `user.overlay.opaque=x`.
    */
   #xattrWhiteout(pfd: number, name: string): void {
-    if (this.#lowers.isOpaque(pfd)) return; // Opaque already: nothing below shows through.
     const fd = sys.openat(
       pfd,
       name,
@@ -920,20 +933,21 @@ export class Tree {
 
   #opaque(parent: string, raw: string): void {
     const dfd = this.#parent(parent, raw, "all")!;
-    if (this.#overlay) this.#setOpaque(dfd, "");
-    else this.#clearOpaque(dfd);
+    if (!this.#overlay) {
+      this.#clearOpaque(dfd);
+      return;
+    }
+    this.#setOpaque(dfd, "");
+    // Whiteouts this layer already made in the directory now hide nothing (see #whiteout).
+    for (const entry of readNames(dfd)) {
+      const st = statAt(dfd, entry);
+      if (st !== null && this.#lowers.isWhiteout(dfd, entry, st)) this.#remove(dfd, entry, st);
+    }
   }
 
   /** Removes everything below `dfd` that this layer did not make (descending into what it did). */
   #clearOpaque(dfd: number): void {
-    const rfd = sys.openat(dfd, ".", DIR_READ);
-    let names: string[];
-    try {
-      names = sys.readDirFd(rfd).map((e) => e.name);
-    } finally {
-      sys.close(rfd);
-    }
-    for (const name of names) {
+    for (const name of readNames(dfd)) {
       const st = statAt(dfd, name);
       if (st === null) continue;
       if (!this.#layer.has(inodeKey(st))) {

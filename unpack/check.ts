@@ -484,6 +484,9 @@ class Replay {
 
   whiteout(path: string): void {
     if (ancestors(path).some((a) => this.slots.get(a)?.obj.kind === "whiteout")) return;
+    // No whiteout in an opaque upper directory: nothing below shows through (the applier makes
+    // none there, as overlayfs lists them while lookups fail).
+    if (this.#upper && this.#opaqueDir(parentOf(path))) return;
     const prev = this.slots.get(path);
     if (prev !== undefined && prev.obj.kind !== "whiteout") {
       // Whiteouts apply to lower layers: what this layer made stays.
@@ -495,12 +498,23 @@ class Replay {
     this.#set(path, { kind: "whiteout", mode: 0, uid: 0, gid: 0 });
   }
 
+  #opaqueDir(dir: string): boolean {
+    const slot = this.slots.get(dir);
+    return slot !== undefined && slot.obj.kind === "dir" && slot.obj.opaque === true;
+  }
+
   opaque(dir: string): void {
     if (dir !== "") this.#ancestorsFor(`${dir}/x`);
     const slot = this.slots.get(dir);
     if (this.#upper) {
       if (slot !== undefined && slot.obj.kind === "dir") slot.obj.opaque = true;
       else this.#set(dir, impliedDir(true));
+      // Whiteouts this layer made in it earlier are removed.
+      const prefix = dir === "" ? "" : `${dir}/`;
+      for (const child of this.#below(dir)) {
+        if (child.slice(prefix.length).includes("/")) continue;
+        if (this.slots.get(child)?.obj.kind === "whiteout") this.#remove(child);
+      }
       return;
     }
     if (slot === undefined && dir !== "") this.#set(dir, impliedDir());
