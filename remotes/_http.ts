@@ -8,7 +8,8 @@
 
 import http from "node:http";
 import https from "node:https";
-import { rootCertificates } from "node:tls";
+import { isIP } from "node:net";
+import nodeTls, { rootCertificates } from "node:tls";
 import {
   FailedPrecondition,
   InvalidArgument,
@@ -58,6 +59,8 @@ export class ConnectionError extends Error {
   readonly tlsProtocol: boolean;
   /** Whether trying again may help (not for certificate verification failures). */
   readonly retryable: boolean;
+  /** Whether the server ended the TLS handshake with an alert about the client certificate. */
+  readonly clientCertRejected: boolean;
 
   /**
    * Makes the error from a reason already free of URLs and secrets.
@@ -65,11 +68,13 @@ export class ConnectionError extends Error {
    * @param reason The short reason, e.g. `connection refused`.
    * @param tlsProtocol Whether a TLS record error caused it.
    * @param retryable Whether trying again may help.
+   * @param clientCertRejected Whether the server refused the client certificate (or its absence).
    */
-  constructor(reason: string, tlsProtocol: boolean, retryable = true) {
+  constructor(reason: string, tlsProtocol: boolean, retryable = true, clientCertRejected = false) {
     super(reason);
     this.tlsProtocol = tlsProtocol;
     this.retryable = retryable;
+    this.clientCertRejected = clientCertRejected;
   }
 }
 
@@ -143,6 +148,22 @@ function isAbortError(err: unknown): boolean {
 const TLS_PROTOCOL_ERROR =
   /InvalidContentType|corrupt message|wrong version number|WRONG_VERSION_NUMBER|packet length too long|unknown protocol|record overflow/i;
 
+/** The alerts a server sends when it refuses the client certificate, by normalised name. */
+const CLIENT_CERT_ALERTS: Record<string, string> = {
+  badcertificate: "bad certificate",
+  certificaterequired: "certificate required",
+  unknownca: "unknown CA",
+  accessdenied: "access denied",
+  unsupportedcertificate: "unsupported certificate",
+  certificateunknown: "certificate unknown",
+  certificateexpired: "certificate expired",
+  certificaterevoked: "certificate revoked",
+};
+
+/** A received certificate alert: rustls's name, or node's `ERR_SSL_..._ALERT_...` code. */
+const CLIENT_CERT_ALERT =
+  /received fatal alert: (BadCertificate|CertificateRequired|UnknownCA|AccessDenied|UnsupportedCertificate|CertificateUnknown|CertificateExpired|CertificateRevoked)\b|ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(BAD_CERTIFICATE|CERTIFICATE_REQUIRED|UNKNOWN_CA|ACCESS_DENIED|UNSUPPORTED_CERTIFICATE|CERTIFICATE_UNKNOWN|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED)\b/i;
+
 /** Turns a fetch or node:http failure into a short reason without URLs. */
 function describeConnectionError(err: unknown): ConnectionError {
   const messages: string[] = [];
@@ -164,8 +185,17 @@ function describeConnectionError(err: unknown): ConnectionError {
   let reason: string;
   let retryable = true;
   const cert = /invalid peer certificate: ([^|]+)/.exec(all);
+  const alert = CLIENT_CERT_ALERT.exec(all);
   if (/ECONNREFUSED|Connection refused/i.test(all)) reason = "connection refused";
-  else if (cert !== null) {
+  else if (alert !== null) {
+    const name = (alert[1] ?? alert[2] ?? "").replace(/_/g, "").toLowerCase();
+    return new ConnectionError(
+      `TLS alert from the server: ${CLIENT_CERT_ALERTS[name] ?? name}`,
+      false,
+      false,
+      true,
+    );
+  } else if (cert !== null) {
     reason = `invalid peer certificate: ${cert[1]?.trim()}`;
     retryable = false;
   } else if (/ECONNRESET|reset by peer|socket hang up/i.test(all)) reason = "connection reset";
@@ -217,22 +247,84 @@ export function redactUrl(url: URL): string {
 
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 
+interface CertPair {
+  /** Where the certificate came from, for messages. */
+  path: string;
+  cert: string;
+  key: string;
+}
+
 interface TlsMaterial {
   ca: string[];
-  cert?: string;
-  key?: string;
+  certs: CertPair[];
+}
+
+/** Sockets of node:http(s) agents whose connection (and TLS handshake) is established. */
+const CONNECTED_SOCKETS = new WeakSet<object>();
+
+/** The timer of a host's `dial_timeout`: aborts its signal unless cleared in time. */
+class DialTimer {
+  readonly signal: AbortSignal;
+  readonly ms: number;
+  #fired = false;
+  #timer: ReturnType<typeof setTimeout>;
+
+  constructor(ms: number, outer: AbortSignal | undefined) {
+    const controller = new AbortController();
+    this.ms = ms;
+    this.#timer = setTimeout(() => {
+      this.#fired = true;
+      controller.abort(new DOMException("the dial timeout elapsed", "TimeoutError"));
+    }, ms);
+    this.signal = outer === undefined
+      ? controller.signal
+      : AbortSignal.any([outer, controller.signal]);
+  }
+
+  /** Whether the timeout elapsed before {@linkcode clear}. */
+  get fired(): boolean {
+    return this.#fired;
+  }
+
+  clear(): void {
+    clearTimeout(this.#timer);
+  }
+
+  error(): ConnectionError {
+    return new ConnectionError(`connection timed out after ${this.ms} ms (dial_timeout)`, false);
+  }
 }
 
 /**
  * Talks to one registry endpoint with its TLS settings: Deno's fetch (with an HttpClient for
- * extra CAs and client certificates), or node:https when certificate verification is skipped
- * (Deno's fetch cannot skip it per client) or a streamed body needs a `Content-Length`.
+ * extra CAs and client certificates), or node:http(s) through keep-alive agents when certificate
+ * verification is skipped (Deno's fetch cannot skip it per client), when a streamed body needs a
+ * `Content-Length`, or when a request with a body goes to a host with a `dial_timeout`.
+ *
+ * Client certificates: Deno's TLS clients present one certificate chain per connection, so the
+ * host's certificates are used one at a time, from the first. When the server refuses the
+ * current one, the next ones are probed and the first the server answers is kept (see
+ * `#sendWithCerts`); the server refused the handshake before reading the request, so the
+ * request is sent again whatever its method.
+ *
+ * Connections of the node:http(s) path are kept alive in one agent per scheme (and client
+ * certificate); {@linkcode Transport.close} destroys them.
+ *
+ * `dial_timeout`: a request without a body must get its response headers within the timeout
+ * (connection, TLS handshake and the server's first answer; the body is not bounded). A request
+ * with a body goes through node:http(s), where the timeout bounds the connection and TLS
+ * handshake only, so a slow upload is not cut.
  */
 export class Transport {
   #host: RegistryHost | undefined;
   #tls: Promise<TlsMaterial> | undefined;
+  #certIndex = 0;
+  #certConfirmed = false;
+  #choosing: Promise<{ index?: number; refused: boolean; alert?: string }> | undefined;
   #client: Deno.HttpClient | undefined;
-  #clientPromise: Promise<Deno.HttpClient | undefined> | undefined;
+  #httpAgent: http.Agent | undefined;
+  #httpsAgent: https.Agent | undefined;
+  #retired: { close(): void }[] = [];
   #plainHttp = false;
   #closed = false;
 
@@ -272,45 +364,200 @@ export class Transport {
       const secure = new URL(url);
       secure.protocol = "https:";
       try {
-        return await this.#sendOnce(secure, init);
+        return await this.#sendWithCerts(secure, init);
       } catch (err) {
         if (!(err instanceof ConnectionError && err.tlsProtocol)) throw err;
         this.#plainHttp = true;
       }
     }
-    return await this.#sendOnce(url, init);
+    return await this.#sendWithCerts(url, init);
   }
 
-  /** Closes the HttpClient, if one was made. */
+  /**
+   * A `fetch` that sends through this transport (its TLS settings and `dial_timeout`) and follows
+   * up to 10 redirects with it, dropping `Authorization` when the host changes; used for token
+   * servers, which containerd also reaches with the challenged host's HTTP client.
+   *
+   * @param signal Cancels the requests made with it.
+   * @returns The fetch function.
+   */
+  fetcher(signal?: AbortSignal): typeof fetch {
+    return async (input: RequestInfo | URL, options?: RequestInit): Promise<Response> => {
+      const request = new Request(input, options);
+      let url = new URL(request.url);
+      let method = request.method;
+      const headers = new Headers(request.headers);
+      let bytes: Uint8Array | undefined = request.body === null
+        ? undefined
+        : new Uint8Array(await request.arrayBuffer());
+      const abort = options?.signal ?? signal;
+      for (let hop = 0;; hop++) {
+        const init: SendInit = { method, headers };
+        if (bytes !== undefined) {
+          const body = bytes;
+          init.body = () => body;
+        }
+        if (abort !== undefined && abort !== null) init.signal = abort;
+        const response = await this.send(url, init);
+        const location = response.headers.get("location");
+        if (![301, 302, 303, 307, 308].includes(response.status) || location === null) {
+          return response;
+        }
+        await response.body?.cancel();
+        if (hop >= MAX_REDIRECTS) throw new ConnectionError("too many redirects", false, false);
+        const next = new URL(location, url);
+        if (next.protocol !== "http:" && next.protocol !== "https:") {
+          throw new ConnectionError("redirect to an unsupported scheme", false, false);
+        }
+        if (response.status === 303 || (response.status <= 302 && method === "POST")) {
+          method = method === "HEAD" ? "HEAD" : "GET";
+          bytes = undefined;
+          headers.delete("content-type");
+        }
+        if (next.host !== url.host) headers.delete("authorization");
+        url = next;
+      }
+    };
+  }
+
+  /** Closes the HttpClient and the agents' connections. */
   close(): void {
     this.#closed = true;
     this.#client?.close();
     this.#client = undefined;
+    this.#httpAgent?.destroy();
+    this.#httpAgent = undefined;
+    this.#httpsAgent?.destroy();
+    this.#httpsAgent = undefined;
+    for (const old of this.#retired.splice(0)) old.close();
+  }
+
+  /**
+   * Sends, choosing among the client certificates when the server refuses one: after a
+   * certificate alert, or a dropped connection before any response came with the current
+   * certificate (with TLS 1.3 the alert often arrives after the request was written, and the
+   * HTTP client reports only the closed connection), each certificate from the current one on is
+   * tried in a TLS handshake of its own (see {@linkcode probeCertificate}); the first one the
+   * server answers is kept and the request is sent again.
+   */
+  async #sendWithCerts(url: URL, init: SendInit): Promise<Response> {
+    for (;;) {
+      const used = this.#certIndex;
+      try {
+        const response = await this.#sendOnce(url, init);
+        if (url.protocol === "https:" && used === this.#certIndex) this.#certConfirmed = true;
+        return response;
+      } catch (err) {
+        if (!(err instanceof ConnectionError) || url.protocol !== "https:") throw err;
+        const dropped = !this.#certConfirmed && err.retryable && !err.tlsProtocol &&
+          /reset|closed|broken pipe/i.test(err.message);
+        if (!err.clientCertRejected && !dropped) throw err;
+        const tls = await this.#material();
+        if (this.#closed || (tls.certs.length === 0 && !err.clientCertRejected)) throw err;
+        if (used !== this.#certIndex) continue; // another request moved on meanwhile
+        this.#choosing ??= this.#chooseCert(url, tls, used).finally(() => {
+          this.#choosing = undefined;
+        });
+        const choice = await this.#choosing;
+        if (choice.index !== undefined) {
+          this.#certConfirmed = true;
+          if (choice.index === used) throw err; // the certificate is fine: another failure
+          if (this.#certIndex === used) this.#useCert(choice.index);
+          continue;
+        }
+        if (!choice.refused && !err.clientCertRejected) throw err;
+        const which = tls.certs.length === 0
+          ? "the connection without a client certificate"
+          : tls.certs.length === 1
+          ? `the client certificate "${tls.certs[0]?.path}"`
+          : `each of the ${tls.certs.length} client certificates`;
+        const alert = choice.alert ?? err.message;
+        throw new ConnectionError(`the server refused ${which} (${alert})`, false, false);
+      }
+    }
+  }
+
+  /** Probes the certificates from `from` on: the first the server answers, or the last alert. */
+  async #chooseCert(
+    url: URL,
+    tls: TlsMaterial,
+    from: number,
+  ): Promise<{ index?: number; refused: boolean; alert?: string }> {
+    let alert: string | undefined;
+    const skipVerify = this.#host?.skipVerify === true;
+    const timeoutMs = this.#host?.dialTimeoutMs || PROBE_TIMEOUT_MS;
+    for (let i = from; i < Math.max(tls.certs.length, 1); i++) {
+      if (this.#closed) break;
+      const result = await probeCertificate(url, {
+        ca: tls.ca,
+        pair: tls.certs[i],
+        skipVerify,
+        timeoutMs,
+      });
+      if (result.accepted) return { index: i, refused: false };
+      if (result.alert !== undefined) alert = result.alert;
+      else if (i === from) return { refused: false }; // the host is not reachable at all
+    }
+    const result: { refused: boolean; alert?: string } = { refused: alert !== undefined };
+    if (alert !== undefined) result.alert = alert;
+    return result;
+  }
+
+  #useCert(index: number): void {
+    this.#certIndex = index;
+    if (this.#client !== undefined) this.#retired.push(this.#client);
+    const agent = this.#httpsAgent;
+    if (agent !== undefined) this.#retired.push({ close: () => agent.destroy() });
+    this.#client = undefined;
+    this.#httpsAgent = undefined;
   }
 
   async #sendOnce(url: URL, init: SendInit): Promise<Response> {
     const secure = url.protocol === "https:";
+    const tls = secure ? await this.#material() : { ca: [], certs: [] };
+    if (this.#closed) throw new ConnectionError("the resolver is closed", false, false);
     const body = init.body?.();
+    const dialMs = this.#host?.dialTimeoutMs;
+    const timer = dialMs !== undefined && dialMs > 0
+      ? new DialTimer(dialMs, init.signal)
+      : undefined;
     const streamed = body !== undefined && !(body instanceof Uint8Array);
     const skipVerify = secure && this.#host?.skipVerify === true;
-    if (skipVerify || (streamed && init.contentLength !== undefined)) {
-      const tls = secure ? await this.#material() : { ca: [] };
-      return await nodeSend(url, init, body, { ...tls, skipVerify });
-    }
-    const client = secure ? await this.#httpClient() : undefined;
-    const request: RequestInit & { client?: Deno.HttpClient } = {
-      method: init.method,
-      headers: init.headers,
-      redirect: "manual",
-    };
-    if (body !== undefined) request.body = body as BodyInit;
-    if (init.signal !== undefined) request.signal = init.signal;
-    if (client !== undefined) request.client = client;
     try {
-      return await fetch(url, request);
+      if (
+        skipVerify || (streamed && init.contentLength !== undefined) ||
+        (timer !== undefined && body !== undefined)
+      ) {
+        const agent = this.#agent(secure, tls, skipVerify);
+        const sendInit = timer === undefined ? init : { ...init, signal: timer.signal };
+        // With a body, the dial timeout only bounds the connection (see the class notes).
+        const connected = timer !== undefined && body !== undefined
+          ? () => timer.clear()
+          : undefined;
+        return await nodeSend(url, sendInit, body, { agent, connected });
+      }
+      const request: RequestInit & { client?: Deno.HttpClient } = {
+        method: init.method,
+        headers: init.headers,
+        redirect: "manual",
+      };
+      if (body !== undefined) request.body = body as BodyInit;
+      const signal = timer?.signal ?? init.signal;
+      if (signal !== undefined) request.signal = signal;
+      const client = secure ? this.#httpClient(tls) : undefined;
+      if (client !== undefined) request.client = client;
+      try {
+        return await fetch(url, request);
+      } catch (err) {
+        if (init.signal?.aborted === true) throw init.signal.reason;
+        if (aborted(signal, err)) throw err;
+        throw describeConnectionError(err);
+      }
     } catch (err) {
-      if (aborted(init.signal, err)) throw init.signal?.reason ?? err;
-      throw describeConnectionError(err);
+      if (timer?.fired === true && init.signal?.aborted !== true) throw timer.error();
+      throw err;
+    } finally {
+      timer?.clear();
     }
   }
 
@@ -319,20 +566,38 @@ export class Transport {
     return this.#tls;
   }
 
-  #httpClient(): Promise<Deno.HttpClient | undefined> {
-    this.#clientPromise ??= this.#material().then((tls) => {
-      if (tls.ca.length === 0 && tls.cert === undefined) return undefined;
-      if (this.#closed) return undefined;
+  #httpClient(tls: TlsMaterial): Deno.HttpClient | undefined {
+    const pair = tls.certs[this.#certIndex];
+    if (tls.ca.length === 0 && pair === undefined) return undefined;
+    if (this.#client === undefined) {
       const options: Deno.CreateHttpClientOptions & Partial<Deno.TlsCertifiedKeyPem> = {};
       if (tls.ca.length > 0) options.caCerts = tls.ca;
-      if (tls.cert !== undefined && tls.key !== undefined) {
-        options.cert = tls.cert;
-        options.key = tls.key;
+      if (pair !== undefined) {
+        options.cert = pair.cert;
+        options.key = pair.key;
       }
       this.#client = Deno.createHttpClient(options as Deno.CreateHttpClientOptions);
-      return this.#client;
-    });
-    return this.#clientPromise;
+    }
+    return this.#client;
+  }
+
+  /** The keep-alive agent of a scheme, made with the TLS settings and the current certificate. */
+  #agent(secure: boolean, tls: TlsMaterial, skipVerify: boolean): http.Agent {
+    if (!secure) {
+      this.#httpAgent ??= new http.Agent({ keepAlive: true });
+      return this.#httpAgent;
+    }
+    if (this.#httpsAgent === undefined) {
+      const options: https.AgentOptions = { keepAlive: true, rejectUnauthorized: !skipVerify };
+      if (tls.ca.length > 0) options.ca = [...rootCertificates, ...tls.ca];
+      const pair = tls.certs[this.#certIndex];
+      if (pair !== undefined) {
+        options.cert = pair.cert;
+        options.key = pair.key;
+      }
+      this.#httpsAgent = new https.Agent(options);
+    }
+    return this.#httpsAgent;
   }
 }
 
@@ -346,23 +611,78 @@ async function readPem(path: string, what: string, host: string): Promise<string
 }
 
 async function loadTls(host: RegistryHost | undefined): Promise<TlsMaterial> {
-  if (host === undefined) return { ca: [] };
+  if (host === undefined) return { ca: [], certs: [] };
   const ca: string[] = [];
   for (const file of host.caFiles) ca.push(await readPem(file, "CA certificate", host.host));
-  const material: TlsMaterial = { ca };
-  const first = host.clientCerts[0];
-  if (first !== undefined) {
-    const cert = await readPem(first.cert, "client certificate", host.host);
+  const certs: CertPair[] = [];
+  for (const pair of host.clientCerts) {
+    const cert = await readPem(pair.cert, "client certificate", host.host);
     // Without a key file the key is expected inside the certificate file.
-    const key = first.key === undefined ? cert : await readPem(first.key, "client key", host.host);
-    material.cert = cert;
-    material.key = key;
+    const key = pair.key === undefined ? cert : await readPem(pair.key, "client key", host.host);
+    certs.push({ path: pair.cert, cert, key });
   }
-  return material;
+  return { ca, certs };
 }
 
-interface NodeTls extends TlsMaterial {
-  skipVerify: boolean;
+const PROBE_TIMEOUT_MS = 10_000;
+
+/**
+ * Whether a server takes a client certificate: a TLS handshake of its own with it (node:tls),
+ * then `HEAD /v2/`; an HTTP answer means yes, a certificate alert means no.
+ *
+ * @returns `accepted`, and the alert's text when the server sent a certificate alert.
+ */
+function probeCertificate(
+  url: URL,
+  options: { ca: string[]; pair: CertPair | undefined; skipVerify: boolean; timeoutMs: number },
+): Promise<{ accepted: boolean; alert?: string }> {
+  const hostname = url.hostname.replace(/^\[|\]$/g, "");
+  const connect: nodeTls.ConnectionOptions = {
+    host: hostname,
+    port: Number(url.port || 443),
+    rejectUnauthorized: !options.skipVerify,
+  };
+  if (!isIP(hostname)) connect.servername = hostname;
+  if (options.ca.length > 0) connect.ca = [...rootCertificates, ...options.ca];
+  if (options.pair !== undefined) {
+    connect.cert = options.pair.cert;
+    connect.key = options.pair.key;
+  }
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (result: { accepted: boolean; alert?: string }): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(result);
+    };
+    const timer = setTimeout(() => finish({ accepted: false }), options.timeoutMs);
+    const socket = nodeTls.connect(connect, () => {
+      socket.write(`HEAD /v2/ HTTP/1.1\r\nHost: ${url.host}\r\nConnection: close\r\n\r\n`);
+    });
+    let head = "";
+    socket.on("data", (chunk: Uint8Array) => {
+      head += new TextDecoder().decode(chunk);
+      if (head.length >= 5) finish({ accepted: head.startsWith("HTTP/") });
+    });
+    socket.on("error", (err: Error) => {
+      const described = describeConnectionError(err);
+      finish(
+        described.clientCertRejected
+          ? { accepted: false, alert: described.message }
+          : { accepted: false },
+      );
+    });
+    socket.on("close", () => finish({ accepted: false }));
+  });
+}
+
+interface NodeSendOptions {
+  /** The keep-alive agent, holding the TLS settings. */
+  agent: http.Agent;
+  /** Called once the connection (and TLS handshake) is ready for the request. */
+  connected: (() => void) | undefined;
 }
 
 /** One exchange through node:http(s), turned into a fetch `Response`. */
@@ -370,7 +690,7 @@ function nodeSend(
   url: URL,
   init: SendInit,
   body: Uint8Array | ReadableStream<Uint8Array> | undefined,
-  tls: NodeTls,
+  via: NodeSendOptions,
 ): Promise<Response> {
   const secure = url.protocol === "https:";
   const headers: Record<string, string> = {};
@@ -385,14 +705,8 @@ function nodeSend(
   const options: https.RequestOptions = {
     method: init.method,
     headers,
-    agent: false,
+    agent: via.agent,
   };
-  if (secure) {
-    options.rejectUnauthorized = !tls.skipVerify;
-    if (tls.ca.length > 0) options.ca = [...rootCertificates, ...tls.ca];
-    if (tls.cert !== undefined) options.cert = tls.cert;
-    if (tls.key !== undefined) options.key = tls.key;
-  }
   const signal = init.signal;
   return new Promise<Response>((resolve, reject) => {
     if (signal?.aborted) {
@@ -423,9 +737,21 @@ function nodeSend(
       }
       const status = res.statusCode ?? 502;
       let stream: ReadableStream<Uint8Array> | null = null;
+      const answer = (): void =>
+        resolve(
+          new Response(stream, {
+            status,
+            statusText: res.statusMessage ?? "",
+            headers: responseHeaders,
+          }),
+        );
       if (init.method === "HEAD" || NULL_BODY_STATUSES.has(status)) {
-        res.resume();
         signal?.removeEventListener("abort", onAbort);
+        // Answered once the agent has the socket back, so the next request can reuse it.
+        res.once("end", () => setImmediate(answer));
+        res.once("close", () => setImmediate(answer));
+        res.resume();
+        return;
       } else {
         let ended = false;
         stream = new ReadableStream<Uint8Array>({
@@ -439,7 +765,8 @@ function nodeSend(
               if (ended) return;
               ended = true;
               signal?.removeEventListener("abort", onAbort);
-              controller.close();
+              // Closed once the agent has the socket back, so the next request can reuse it.
+              setImmediate(() => controller.close());
             });
             res.on("error", (err: Error) => {
               if (ended) return;
@@ -470,15 +797,19 @@ function nodeSend(
           },
         }, { highWaterMark: 4 });
       }
-      resolve(
-        new Response(stream, {
-          status,
-          statusText: res.statusMessage ?? "",
-          headers: responseHeaders,
-        }),
-      );
+      answer();
     });
     req.on("error", fail);
+    req.once("socket", (socket) => {
+      if (CONNECTED_SOCKETS.has(socket)) {
+        via.connected?.();
+        return;
+      }
+      socket.once(secure ? "secureConnect" : "connect", () => {
+        CONNECTED_SOCKETS.add(socket);
+        via.connected?.();
+      });
+    });
     signal?.addEventListener("abort", onAbort, { once: true });
     if (body === undefined) {
       req.end();
@@ -722,7 +1053,7 @@ export class Session {
     for (;;) {
       attempts++;
       const headers = this.#headers(spec);
-      await this.#authorize(spec, spec.url.host, headers);
+      await this.#authorize(spec, spec.url.host, headers, signal);
       let result: { response: Response; url: URL };
       try {
         result = await this.#sendFollowing(spec, method, headers, signal);
@@ -754,6 +1085,7 @@ export class Session {
           handled = await this.authorizer.handleChallenge(spec.url.host, response, spec.scope, {
             request: `${method} ${url.href}`,
             authorization: headers.get("authorization"),
+            fetch: this.#tokenFetch(spec, signal),
           });
         } catch (err) {
           throw translateAuthError(spec, err);
@@ -803,10 +1135,23 @@ export class Session {
     return headers;
   }
 
-  async #authorize(spec: RequestSpec, host: string, headers: Headers): Promise<void> {
+  /** Token requests go through the transport of the challenged endpoint, as in containerd. */
+  #tokenFetch(spec: RequestSpec, signal: AbortSignal | undefined): typeof fetch {
+    return this.transport(spec.host).fetcher(signal);
+  }
+
+  async #authorize(
+    spec: RequestSpec,
+    host: string,
+    headers: Headers,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     headers.delete("authorization");
     try {
-      await this.authorizer.authorize(host, headers, { scope: spec.scope });
+      await this.authorizer.authorize(host, headers, {
+        scope: spec.scope,
+        fetch: this.#tokenFetch(spec, signal),
+      });
     } catch (err) {
       throw translateAuthError(spec, err);
     }
@@ -852,7 +1197,7 @@ export class Session {
         headers.delete("content-type");
       }
       url = next;
-      await this.#authorize(spec, url.host, headers);
+      await this.#authorize(spec, url.host, headers, signal);
     }
   }
 }

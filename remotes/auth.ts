@@ -137,6 +137,12 @@ export interface AuthorizerOptions {
 export interface AuthorizeOptions {
   /** The scopes the request needs, e.g. `repository:library/alpine:pull`. */
   scope?: string[];
+  /**
+   * The fetch for the token requests this call makes (default: the authorizer's `fetch`). A
+   * resolver passes one that uses the TLS settings (`ca`, `client`, `skip_verify`) and
+   * `dial_timeout` of the registry host that was challenged, as containerd does.
+   */
+  fetch?: typeof fetch;
 }
 
 /** Options for {@linkcode Authorizer.handleChallenge}. */
@@ -152,6 +158,11 @@ export interface HandleChallengeOptions {
    * before another one set up the handler is simply retried. Absent: assume it carried them.
    */
   authorization?: string | null;
+  /**
+   * The fetch for the token request this call makes (default: the authorizer's `fetch`); see
+   * {@linkcode AuthorizeOptions.fetch}.
+   */
+  fetch?: typeof fetch;
 }
 
 interface CachedToken {
@@ -250,7 +261,7 @@ export class Authorizer {
       const requested = normalizeScope(options.scope);
       scope = handler.challenged.get(requested.join(" ")) ?? requested;
     }
-    const token = await this.#token(host, handler, scope);
+    const token = await this.#token(host, handler, scope, options.fetch ?? this.#fetch);
     headers.set("Authorization", `Bearer ${token}`);
   }
 
@@ -345,7 +356,7 @@ export class Authorizer {
     handler.lastScope = all;
     // A challenge while holding a token for this scope set means that token is no longer good.
     handler.tokens.delete(all.join(" "));
-    await this.#token(host, handler, all);
+    await this.#token(host, handler, all, options.fetch ?? this.#fetch);
     return true;
   }
 
@@ -368,12 +379,17 @@ export class Authorizer {
     return true;
   }
 
-  #token(host: string, handler: BearerHandler, scope: string[]): Promise<string> {
+  #token(
+    host: string,
+    handler: BearerHandler,
+    scope: string[],
+    fetcher: typeof fetch,
+  ): Promise<string> {
     const key = scope.join(" ");
     const cached = handler.tokens.get(key);
     if (cached !== undefined && cached.expiresAt > this.#now()) return cached.token;
     const entry: CachedToken = { token: Promise.resolve(""), expiresAt: Infinity };
-    entry.token = this.#fetchToken(host, handler, scope).then(
+    entry.token = this.#fetchToken(host, handler, scope, fetcher).then(
       ({ token, expiresIn }) => {
         entry.expiresAt = this.#now() + expiresIn * 1000;
         return token;
@@ -391,6 +407,7 @@ export class Authorizer {
     host: string,
     handler: BearerHandler,
     scope: string[],
+    fetcher: typeof fetch,
   ): Promise<{ token: string; expiresIn: number }> {
     const creds = handler.credentials;
     const username = creds !== undefined && "username" in creds ? creds.username : "";
@@ -412,7 +429,7 @@ export class Authorizer {
         form.set("username", username);
         form.set("password", secret);
       }
-      const response = await this.#send(host, handler.realm, {
+      const response = await send(fetcher, host, handler.realm, {
         method: "POST",
         headers: { "Content-Type": "application/x-www-form-urlencoded; charset=utf-8" },
         body: form,
@@ -427,19 +444,26 @@ export class Authorizer {
     for (const s of scope) url.searchParams.append("scope", s);
     const headers = new Headers();
     if (secret !== "") headers.set("Authorization", `Basic ${base64(`${username}:${secret}`)}`);
-    const response = await this.#send(host, url, { method: "GET", headers });
+    const response = await send(fetcher, host, url, { method: "GET", headers });
     return await readToken(host, handler.realm, response, "token");
   }
+}
 
-  async #send(host: string, url: URL, init: RequestInit): Promise<Response> {
-    try {
-      return await this.#fetch(url, init);
-    } catch (err) {
-      const why = err instanceof Error ? err.message : String(err);
-      throw new Unavailable(
-        `Cannot fetch a token for "${host}" from "${redact(url)}": ${why}`,
-      );
-    }
+async function send(
+  fetcher: typeof fetch,
+  host: string,
+  url: URL,
+  init: RequestInit,
+): Promise<Response> {
+  try {
+    return await fetcher(url, init);
+  } catch (err) {
+    // A cancelled request stays a cancellation.
+    if (err instanceof DOMException && err.name === "AbortError") throw err;
+    const why = err instanceof Error ? err.message : String(err);
+    throw new Unavailable(
+      `Cannot fetch a token for "${host}" from "${redact(url)}": ${why}`,
+    );
   }
 }
 

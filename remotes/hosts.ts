@@ -41,13 +41,33 @@ export interface RegistryHost {
   skipVerify: boolean;
   /** Absolute paths of extra CA certificates. */
   caFiles: string[];
-  /** TLS client certificates. */
+  /**
+   * TLS client certificates (`client`), in file order. containerd hands them all to Go's TLS
+   * client, which presents the first one matching the CAs of the server's certificate request.
+   * Deno's TLS clients take a single certificate, so a `Resolver` starts with the
+   * first one and, when the server refuses it (a certificate alert, or a connection dropped
+   * before any answer came with it), probes the next ones in order with a TLS handshake of their
+   * own and keeps the first one the server answers for later connections to this endpoint. When
+   * the server refuses all of them, requests fail with `Unavailable` naming the certificate file
+   * (or the number of certificates), without retries.
+   */
   clientCerts: ClientCert[];
   /** Extra headers sent with every request to this endpoint. */
   headers: Record<string, string[]>;
   /** Whether `path` was taken as-is (no `/v2` appended). */
   overridePath: boolean;
-  /** Connection timeout from `dial_timeout`, in milliseconds. */
+  /**
+   * Connection timeout from `dial_timeout` (a Go duration), in milliseconds; absent or 0: none.
+   *
+   * containerd bounds the TCP connect with it. Deno's fetch has no connect timeout, so a
+   * `Resolver` bounds each attempt of a request without a body (`GET`, `HEAD`, token
+   * requests) from its start until the response headers arrive: connecting, the TLS handshake
+   * and the server's first answer, not the body. Requests with a body (uploads) go through
+   * node:http(s), where it bounds the TCP connect and TLS handshake only, so a slow upload is
+   * not cut. An attempt that runs out fails as a connection error
+   * (`connection timed out after N ms (dial_timeout)`): it is retried within `maxAttempts`, then
+   * the next host is tried.
+   */
   dialTimeoutMs?: number;
   /**
    * Whether an `http` endpoint should first be tried with https and fall back to http on a TLS

@@ -40,7 +40,7 @@ import { makeTempDir, runOk, type TempDir } from "./_peers.ts";
 export interface TestRegistry extends AsyncDisposable {
   /** `127.0.0.1:PORT`. */
   readonly host: string;
-  /** `http://127.0.0.1:PORT`. */
+  /** `http://127.0.0.1:PORT` (`https://` when started with `tls`). */
   readonly url: string;
   /** Its temporary directory (config, storage, htpasswd, log). */
   readonly dir: string;
@@ -58,6 +58,11 @@ export interface TestRegistry extends AsyncDisposable {
 export interface StartRegistryOptions {
   /** Require HTTP Basic auth with this user (htpasswd, bcrypt made with perl's `crypt`). */
   htpasswd?: { user: string; password: string };
+  /**
+   * Serve https with these PEM files; with `clientCaFiles` the registry requires a client
+   * certificate signed by one of those CAs (`http.tls.clientcas`).
+   */
+  tls?: { certFile: string; keyFile: string; clientCaFiles?: string[] };
 }
 
 /**
@@ -139,6 +144,17 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
       `    path: ${JSON.stringify(join(dir, "htpasswd"))}`,
     );
   }
+  if (options.tls !== undefined) {
+    const tls = options.tls;
+    lines.push(
+      "  tls:",
+      `    certificate: ${JSON.stringify(tls.certFile)}`,
+      `    key: ${JSON.stringify(tls.keyFile)}`,
+    );
+    if (tls.clientCaFiles !== undefined && tls.clientCaFiles.length > 0) {
+      lines.push("    clientcas:", ...tls.clientCaFiles.map((f) => `      - ${JSON.stringify(f)}`));
+    }
+  }
   const config = join(dir, "config.yml");
   await Deno.writeTextFile(config, lines.join("\n") + "\n");
   const log = join(dir, "log");
@@ -201,6 +217,12 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
         );
       }
       try {
+        if (options.tls !== undefined) {
+          // A TLS registry may want a client certificate: listening is enough.
+          const [hostname, port] = host.split(":") as [string, string];
+          (await Deno.connect({ hostname, port: Number(port) })).close();
+          break;
+        }
         const response = await fetch(`http://${host}/v2/`);
         await response.body?.cancel();
         if (response.status === 200 || response.status === 401) break;
@@ -216,7 +238,8 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
     await stop();
     throw err;
   }
-  return { host, url: `http://${host}`, dir, readLog, stop, [Symbol.asyncDispose]: stop };
+  const scheme = options.tls === undefined ? "http" : "https";
+  return { host, url: `${scheme}://${host}`, dir, readLog, stop, [Symbol.asyncDispose]: stop };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -820,4 +843,195 @@ export async function writeHostsToml(
   const path = join(hostsDir, name, "hosts.toml");
   await Deno.writeTextFile(path, toml);
   return path;
+}
+
+/** A client certificate made by {@linkcode makeClientCert}. */
+export interface ClientCertFiles {
+  /** Path of the PEM certificate. */
+  certFile: string;
+  /** Path of the PEM key. */
+  keyFile: string;
+}
+
+/**
+ * Makes a TLS client certificate signed by the CA that {@linkcode makeTlsFiles} wrote to `dir`.
+ *
+ * @param dir The directory holding `ca.pem` and `ca.key`; the files are written there too.
+ * @param name The file name stem and common name, e.g. `client`.
+ * @returns The paths of `<name>.pem` and `<name>.key`.
+ *
+ * @example
+ * ```ts
+ * import { makeClientCert, makeTlsFiles } from "./_registry.ts";
+ * const dir = await Deno.makeTempDir();
+ * await makeTlsFiles(dir);
+ * console.log((await makeClientCert(dir, "client")).certFile);
+ * ```
+ */
+export async function makeClientCert(dir: string, name: string): Promise<ClientCertFiles> {
+  const at = (file: string): string => join(dir, file);
+  await runOk([
+    "openssl",
+    "req",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    at(`${name}.key`),
+    "-out",
+    at(`${name}.csr`),
+    "-subj",
+    `/CN=${name}`,
+  ]);
+  await Deno.writeTextFile(
+    at(`${name}.ext`),
+    "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+  );
+  await runOk([
+    "openssl",
+    "x509",
+    "-req",
+    "-in",
+    at(`${name}.csr`),
+    "-CA",
+    at("ca.pem"),
+    "-CAkey",
+    at("ca.key"),
+    "-CAcreateserial",
+    "-out",
+    at(`${name}.pem`),
+    "-days",
+    "2",
+    "-extfile",
+    at(`${name}.ext`),
+  ]);
+  return { certFile: at(`${name}.pem`), keyFile: at(`${name}.key`) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP listeners
+
+/** A TCP listener on 127.0.0.1 that counts the connections it accepts. */
+export interface TcpListener extends AsyncDisposable {
+  /** `127.0.0.1:PORT`. */
+  readonly host: string;
+  /** How many connections were accepted so far. */
+  readonly connections: number;
+  /** How many accepted connections the client has not closed yet (as far as the listener reads). */
+  readonly open: number;
+  /** Closes the listener and every connection. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a TCP listener that forwards every connection to `upstream` byte for byte (TLS passes
+ * through) and counts the connections, to see whether a client reuses them.
+ *
+ * @param upstream `host:port` to forward to.
+ * @returns The listener.
+ *
+ * @example
+ * ```ts
+ * import { startTcpForwarder } from "./_registry.ts";
+ * await using counter = await startTcpForwarder("127.0.0.1:5000");
+ * console.log(counter.host, counter.connections);
+ * ```
+ */
+export function startTcpForwarder(upstream: string): Promise<TcpListener> {
+  const [upHost, upPort] = upstream.split(":") as [string, string];
+  return startTcpListener(async (conn, track, clientClosed) => {
+    let up: Deno.TcpConn;
+    try {
+      up = await Deno.connect({ hostname: upHost, port: Number(upPort) });
+    } catch {
+      return;
+    }
+    track(up);
+    const pipe = (from: Deno.Conn, to: Deno.Conn): Promise<void> =>
+      from.readable.pipeTo(to.writable).catch(() => undefined);
+    await Promise.all([pipe(conn, up).finally(clientClosed), pipe(up, conn)]);
+  });
+}
+
+/**
+ * Starts a TCP listener that accepts connections and never answers (no TLS handshake, no HTTP
+ * response), holding them until stopped: a host that hangs after the TCP connection.
+ *
+ * @returns The listener.
+ *
+ * @example
+ * ```ts
+ * import { startSilentListener } from "./_registry.ts";
+ * await using silent = await startSilentListener();
+ * console.log(silent.host);
+ * ```
+ */
+export function startSilentListener(): Promise<TcpListener> {
+  // Reads (until the client or stop() closes the connection) and never writes.
+  return startTcpListener((conn) => conn.readable.pipeTo(new WritableStream()).catch(() => {}));
+}
+
+function startTcpListener(
+  serve: (
+    conn: Deno.TcpConn,
+    track: (c: Deno.TcpConn) => void,
+    clientClosed: () => void,
+  ) => Promise<void>,
+): Promise<TcpListener> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open = new Set<Deno.TcpConn>();
+  const served: Promise<void>[] = [];
+  let connections = 0;
+  let active = 0;
+  const track = (c: Deno.TcpConn): void => {
+    open.add(c);
+  };
+  const accepting = (async () => {
+    for (;;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch {
+        return;
+      }
+      connections++;
+      active++;
+      track(conn);
+      let counted = true;
+      const clientClosed = (): void => {
+        if (counted) active--;
+        counted = false;
+      };
+      served.push(serve(conn, track, clientClosed).catch(() => undefined).finally(clientClosed));
+    }
+  })();
+  let stopped: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopped ??= (async () => {
+      listener.close();
+      await accepting;
+      for (const c of open) {
+        try {
+          c.close();
+        } catch {
+          // Closed by a finished pipe already.
+        }
+      }
+      await Promise.all(served);
+    })();
+    return stopped;
+  };
+  return Promise.resolve({
+    host: `127.0.0.1:${listener.addr.port}`,
+    get connections(): number {
+      return connections;
+    },
+    get open(): number {
+      return active;
+    },
+    stop,
+    [Symbol.asyncDispose]: stop,
+  });
 }

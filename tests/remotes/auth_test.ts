@@ -548,3 +548,33 @@ Deno.test("Authorizer retries a Basic challenge to a request sent before it had 
     (err) => err instanceof FailedPrecondition && !err.message.includes('p"'),
   );
 });
+
+Deno.test("Authorizer sends token requests through the fetch given per call", async () => {
+  await using server = startTokenServer();
+  const calls: string[] = [];
+  const counting = (label: string): typeof fetch => (input, init) => {
+    calls.push(`${label} ${init?.method ?? "GET"}`);
+    return fetch(input, init);
+  };
+  const authorizer = new Authorizer({
+    credentials: () => Promise.resolve({ username: "alice", password: "wonderland" }),
+    fetch: counting("default"),
+  });
+  const url = `http://${server.host}/v2/team/app/tags/list`;
+  const scope = ["repository:team/app:pull"];
+  const first = await fetch(url);
+  await first.body?.cancel();
+  assert.equal(first.status, 401);
+  assert.equal(
+    await authorizer.handleChallenge(server.host, first, scope, { fetch: counting("challenge") }),
+    true,
+  );
+  // A new scope set needs a new token, fetched with the fetch of that call.
+  const headers = new Headers();
+  await authorizer.authorize(server.host, headers, {
+    scope: ["repository:team/other:pull"],
+    fetch: counting("authorize"),
+  });
+  assert.match(headers.get("authorization") ?? "", /^Bearer /);
+  assert.deepEqual(calls, ["challenge POST", "authorize POST"]);
+});
