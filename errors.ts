@@ -210,3 +210,63 @@ export function isNotFound(err: unknown): err is NotFound {
 export function isAlreadyExists(err: unknown): err is AlreadyExists {
   return err instanceof AlreadyExists;
 }
+
+/** An error as plain data, to cross to another thread or process. */
+export interface SerializedError {
+  /** The class name (`FailedPrecondition`, `TarError`, `SysError`, ...). */
+  name: string;
+  /** The message. */
+  message: string;
+  /** {@linkcode StrataError.code}, when it is a typed error. */
+  code?: string;
+}
+
+/**
+ * Turns an error into plain data that `postMessage` can carry; {@linkcode reviveError} makes it a
+ * typed error again.
+ *
+ * @example
+ * ```ts
+ * import { InvalidArgument, reviveError, serializeError } from "@strata/strata/errors";
+ * const copy = reviveError(serializeError(new InvalidArgument("Cannot parse \"x\"")));
+ * console.log(copy instanceof InvalidArgument);
+ * ```
+ *
+ * @param err Anything thrown.
+ * @returns Its name, message and code.
+ */
+export function serializeError(err: unknown): SerializedError {
+  if (!(err instanceof Error)) return { name: "Error", message: String(err) };
+  const code = (err as { code?: unknown }).code;
+  return { name: err.name, message: err.message, ...(typeof code === "string" ? { code } : {}) };
+}
+
+const KINDS: Record<string, new (message: string) => StrataError> = {
+  "not-found": NotFound,
+  "already-exists": AlreadyExists,
+  "failed-precondition": FailedPrecondition,
+  "invalid-argument": InvalidArgument,
+  "not-implemented": NotImplemented,
+  "unavailable": Unavailable,
+  "permission-denied": PermissionDenied,
+};
+
+/**
+ * Makes an error from {@linkcode serializeError}'s data: the typed Strata error of its code, else a
+ * plain `Error` with its name.
+ *
+ * @example
+ * ```ts
+ * import { reviveError } from "@strata/strata/errors";
+ * const err = reviveError({ name: "NotFound", message: "Cannot find \"x\"", code: "not-found" });
+ * console.log(err.name);
+ * ```
+ *
+ * @param data The serialized error.
+ * @returns The error.
+ */
+export function reviveError(data: SerializedError): Error {
+  const Kind = data.code === undefined ? undefined : KINDS[data.code];
+  if (Kind !== undefined) return new Kind(data.message);
+  return Object.assign(new Error(data.message), { name: data.name });
+}

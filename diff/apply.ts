@@ -59,11 +59,13 @@
  */
 
 import { createHash } from "node:crypto";
+import { fileURLToPath } from "node:url";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../errors.ts";
 import { isReadOnly, singleBindSource, withTempMount } from "../mount/mod.ts";
 import type { Mount } from "../mount/types.ts";
 import * as sys from "../sys/mod.ts";
 import { type Compression, decompress, detectCompression } from "./compression.ts";
+import { OffThreadInflate } from "./_inflate.ts";
 import { readTar } from "./tar/mod.ts";
 import { type Skipped, Tree, type WhiteoutPolicy } from "./_apply_tree.ts";
 
@@ -107,6 +109,12 @@ export interface ApplyOptions {
   syncFs?: boolean;
   /** Stops the apply between entries. */
   signal?: AbortSignal;
+  /**
+   * When the source is a file (a `file:` URL) that is compressed and at least 4 MiB: decompress
+   * and hash it on a worker thread while this thread writes the files (default `true`). The
+   * results are the same; on several CPUs the apply is faster.
+   */
+  offThread?: boolean;
 }
 
 /** What {@linkcode applyLayer} did. */
@@ -155,7 +163,7 @@ async function* tap(
  * });
  * ```
  *
- * @param source The layer's bytes.
+ * @param source The layer's bytes, or a `file:` URL of the layer file.
  * @param root The directory to apply to: a snapshot directory, an overlay upperdir, any directory.
  * @param options Whiteout policy, lower layers, privilege, expected digests, syncfs, abort.
  * @returns The diffID, sizes, entry count and what was skipped.
@@ -164,7 +172,7 @@ async function* tap(
  * @throws {NotFound} When `root` or a lower directory does not exist.
  */
 export async function applyLayer(
-  source: AsyncIterable<Uint8Array>,
+  source: AsyncIterable<Uint8Array> | URL,
   root: string,
   options: ApplyOptions = {},
 ): Promise<ApplyResult> {
@@ -192,28 +200,13 @@ export async function applyLayer(
   } catch (err) {
     throw openError(root, options.lowerDirs ?? [], err);
   }
-  const compressedHash = createHash("sha256");
-  const hash = createHash("sha256");
-  let compressedSize = 0;
-  let size = 0;
-  let compression: Compression;
   let entries = 0;
+  let digests: () => LayerDigests;
   try {
-    const peeked = await peekCompression(source);
-    compression = peeked.compression;
-    // A plain tar is hashed once: its digest is its diffID.
-    const input = compression === "none" ? peeked.stream : tap(peeked.stream, (chunk) => {
-      compressedHash.update(chunk);
-      compressedSize += chunk.length;
-    });
-    // `releaseChunks`: readTar and the tree are done with a chunk before they ask for the next
-    // (headers copy what they keep), so each one is freed at once instead of left to the GC.
-    const plain = tap(decompress(input, { compression, releaseChunks: true }), (chunk) => {
-      hash.update(chunk);
-      size += chunk.length;
-    });
+    const layer = await openLayer(source, options.offThread ?? true);
+    digests = layer.digests;
     // readTar drains the stream after the end-of-archive marker: trailing bytes are hashed too.
-    for await (const entry of readTar(plain)) {
+    for await (const entry of readTar(layer.plain)) {
       signal?.throwIfAborted();
       entries++;
       await tree.apply(entry);
@@ -223,11 +216,7 @@ export async function applyLayer(
   } finally {
     tree.close();
   }
-  const diffId = `sha256:${hash.digest("hex")}`;
-  const compressedDigest = compression === "none"
-    ? diffId
-    : `sha256:${compressedHash.digest("hex")}`;
-  if (compression === "none") compressedSize = size;
+  const { diffId, size, compressedDigest, compressedSize } = digests();
   if (options.expectedDigest !== undefined && options.expectedDigest !== compressedDigest) {
     throw new FailedPrecondition(
       `Cannot apply layer: its digest "${compressedDigest}" does not match the expected "${options.expectedDigest}"`,
@@ -240,6 +229,117 @@ export async function applyLayer(
   }
   if (options.syncFs === true) syncRoot(root);
   return { diffId, size, compressedDigest, compressedSize, entries, skipped };
+}
+
+/** Digests and sizes of a layer as read. */
+interface LayerDigests {
+  diffId: string;
+  size: number;
+  compressedDigest: string;
+  compressedSize: number;
+}
+
+/** Compressed files at least this big are decompressed on a worker thread. */
+const OFF_THREAD_MIN = 4 << 20;
+const READ_CHUNK = 1 << 20;
+
+/**
+ * The decompressed bytes of a layer and, once they are read, its digests. A file (a `file:` URL)
+ * that is compressed and big enough is decompressed and hashed on a worker thread.
+ */
+async function openLayer(
+  source: AsyncIterable<Uint8Array> | URL,
+  offThread: boolean,
+): Promise<{ plain: AsyncIterable<Uint8Array>; digests: () => LayerDigests }> {
+  if (source instanceof URL) {
+    const path = layerPath(source);
+    const { head, size } = await fileHead(path);
+    if (offThread && size >= OFF_THREAD_MIN && detectCompression(head) !== "none") {
+      const inflate = new OffThreadInflate(path);
+      return {
+        plain: inflate,
+        digests: () => {
+          if (inflate.result === undefined) throw new Error("the layer was not read to its end");
+          return inflate.result;
+        },
+      };
+    }
+    source = readFile(path);
+  }
+  const compressedHash = createHash("sha256");
+  const hash = createHash("sha256");
+  let compressedSize = 0;
+  let size = 0;
+  const peeked = await peekCompression(source);
+  const compression = peeked.compression;
+  // A plain tar is hashed once: its digest is its diffID.
+  const input = compression === "none" ? peeked.stream : tap(peeked.stream, (chunk) => {
+    compressedHash.update(chunk);
+    compressedSize += chunk.length;
+  });
+  // `releaseChunks`: readTar and the tree are done with a chunk before they ask for the next
+  // (headers copy what they keep), so each one is freed at once instead of left to the GC.
+  const plain = tap(decompress(input, { compression, releaseChunks: true }), (chunk) => {
+    hash.update(chunk);
+    size += chunk.length;
+  });
+  return {
+    plain,
+    digests: () => {
+      const diffId = `sha256:${hash.digest("hex")}`;
+      return compression === "none"
+        ? { diffId, size, compressedDigest: diffId, compressedSize: size }
+        : {
+          diffId,
+          size,
+          compressedDigest: `sha256:${compressedHash.digest("hex")}`,
+          compressedSize,
+        };
+    },
+  };
+}
+
+function layerPath(url: URL): string {
+  if (url.protocol !== "file:") {
+    throw new InvalidArgument(`Cannot apply layer from "${url.href}": only file: URLs are read`);
+  }
+  return fileURLToPath(url);
+}
+
+/** The first bytes of a file (to detect its compression) and its size. */
+async function fileHead(path: string): Promise<{ head: Uint8Array; size: number }> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new NotFound(`Cannot apply layer from "${path}": the file does not exist`);
+    }
+    throw err;
+  }
+  try {
+    const head = new Uint8Array(10);
+    let n = 0;
+    while (n < head.length) {
+      const got = await file.read(head.subarray(n));
+      if (got === null) break;
+      n += got;
+    }
+    return { head: head.subarray(0, n), size: (await file.stat()).size };
+  } finally {
+    file.close();
+  }
+}
+
+/** A file in 1 MiB reads into one buffer (its consumer is done with a chunk before the next). */
+async function* readFile(path: string): AsyncGenerator<Uint8Array, void, undefined> {
+  using file = await Deno.open(path);
+  const buf = new Uint8Array(READ_CHUNK);
+  for (;;) {
+    const n = await file.read(buf);
+    if (n === null) return;
+    yield buf.subarray(0, n);
+  }
 }
 
 /** Reads the first bytes of `source` to detect its compression; `stream` yields them again. */
@@ -360,7 +460,7 @@ function overlayOptions(
  * console.log(diffId);
  * ```
  *
- * @param source The layer's bytes.
+ * @param source The layer's bytes, or a `file:` URL of the layer file.
  * @param mounts The snapshot's mounts (as `prepare` returns them).
  * @param options {@linkcode ApplyOptions} and where temporary mounts go.
  * @returns What {@linkcode applyLayer} returns.
@@ -369,7 +469,7 @@ function overlayOptions(
  * @throws {FailedPrecondition} For read-only mounts, digest mismatches, machine failures.
  */
 export async function applyToMounts(
-  source: AsyncIterable<Uint8Array>,
+  source: AsyncIterable<Uint8Array> | URL,
   mounts: Mount[],
   options: ApplyOptions & { tempMountDir?: string } = {},
 ): Promise<ApplyResult> {

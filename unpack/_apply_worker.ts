@@ -2,12 +2,11 @@
 // its own thread (and its own libc errno), so that layers are decompressed, hashed and written
 // on several CPUs at once. Spoken to by `_worker_pool.ts`.
 
-import { type ApplyOptions, type ApplyResult, applyToMounts } from "../diff/apply.ts";
-import { NotFound } from "../errors.ts";
+import { pathToFileURL } from "node:url";
+import { type ApplyOptions, applyToMounts } from "../diff/apply.ts";
+import { reviveError, type SerializedError, serializeError } from "../errors.ts";
 import type { Mount } from "../mount/types.ts";
 import type { FromWorker, ToWorker } from "./_worker_pool.ts";
-
-const READ_CHUNK = 1 << 20;
 
 /**
  * The worker's global scope, typed here rather than with a `deno.worker` lib directive (JSR does
@@ -26,50 +25,8 @@ let job:
   }
   | null = null;
 
-/** An error as it crosses to the main thread. */
-export interface SerializedError {
-  /** The class name (`FailedPrecondition`, `TarError`, `SysError`, ...). */
-  name: string;
-  /** The message. */
-  message: string;
-  /** `StrataError.code` (`invalid-argument`, ...), when it has one. */
-  code?: string;
-}
-
 function post(message: FromWorker): void {
   scope.postMessage(message);
-}
-
-/**
- * The blob, read in large chunks into one buffer (the caller closes the file): the applier is done
- * with a chunk before it asks for the next (see `decompress`), so a layer costs one buffer, not
- * one garbage buffer per MiB. Every chunk but the last is full, so the compression is told from
- * the first one.
- */
-async function* readBlob(file: Deno.FsFile, signal: AbortSignal): AsyncGenerator<Uint8Array> {
-  const buf = new Uint8Array(READ_CHUNK);
-  for (;;) {
-    signal.throwIfAborted();
-    let n = 0;
-    while (n < buf.length) {
-      const got = await file.read(buf.subarray(n));
-      if (got === null) break;
-      n += got;
-    }
-    if (n === 0) return;
-    yield n === buf.length ? buf : buf.subarray(0, n);
-    if (n < buf.length) return;
-  }
-}
-
-function serialize(err: unknown): SerializedError {
-  if (!(err instanceof Error)) return { name: "Error", message: String(err) };
-  const code = (err as { code?: unknown }).code;
-  return {
-    name: err.name,
-    message: err.message,
-    ...(typeof code === "string" ? { code } : {}),
-  };
 }
 
 async function apply(
@@ -87,34 +44,18 @@ async function apply(
       new Promise<string[]>((resolve, reject) => {
         job!.lowers = (dirs) => {
           if (Array.isArray(dirs)) resolve(dirs);
-          else reject(Object.assign(new Error(dirs.error.message), { name: dirs.error.name }));
+          else reject(reviveError(dirs.error));
         };
         post({ type: "lowers", id });
       });
   }
-  let file: Deno.FsFile | undefined;
   try {
-    try {
-      file = await Deno.open(path);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-      throw new NotFound(`Cannot read blob file "${path}": it is missing`);
-    }
-    const result: ApplyResult = await applyToMounts(
-      readBlob(file, abort.signal),
-      mounts,
-      applyOptions,
-    );
-    // Closed before the main thread hears of it: nothing of the layer's file system stays open.
-    file.close();
-    file = undefined;
+    // The blob file itself: a big compressed one is decompressed on a further worker thread.
+    const result = await applyToMounts(pathToFileURL(path), mounts, applyOptions);
     post({ type: "done", id, result });
   } catch (err) {
-    file?.close();
-    file = undefined;
-    post({ type: "error", id, error: serialize(err) });
+    post({ type: "error", id, error: serializeError(err) });
   } finally {
-    file?.close();
     job = null;
   }
 }

@@ -3,16 +3,8 @@
 // errors turned back into Strata's typed errors.
 
 import type { ApplyOptions, ApplyResult } from "../diff/apply.ts";
-import {
-  AlreadyExists,
-  FailedPrecondition,
-  InvalidArgument,
-  NotFound,
-  NotImplemented,
-  Unavailable,
-} from "../errors.ts";
+import { FailedPrecondition, reviveError, type SerializedError } from "../errors.ts";
 import type { Mount } from "../mount/types.ts";
-import type { SerializedError } from "./_apply_worker.ts";
 
 /** What the workers are told. */
 export type ToWorker =
@@ -40,21 +32,6 @@ export interface PoolApplyOptions {
   awaitLowerDirs?: () => Promise<string[]>;
   /** Aborts the apply. */
   signal?: AbortSignal;
-}
-
-const TYPED: Record<string, new (message: string) => Error> = {
-  "not-found": NotFound,
-  "already-exists": AlreadyExists,
-  "failed-precondition": FailedPrecondition,
-  "invalid-argument": InvalidArgument,
-  "not-implemented": NotImplemented,
-  "unavailable": Unavailable,
-};
-
-function revive(error: SerializedError): Error {
-  const Kind = error.code === undefined ? undefined : TYPED[error.code];
-  if (Kind !== undefined) return new Kind(error.message);
-  return Object.assign(new Error(error.message), { name: error.name });
 }
 
 /** Applies layers on worker threads, at most `size` at once. */
@@ -155,7 +132,7 @@ export class WorkerPool {
         this.#idle.push(worker);
         if (message.type === "done") resolve(message.result);
         else if (signal?.aborted) reject(signal.reason);
-        else reject(revive(message.error));
+        else reject(reviveError(message.error));
       };
       worker.addEventListener("message", onMessage);
       worker.addEventListener("error", onError);

@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { randomBytes } from "node:crypto";
 import process from "node:process";
 import type { ContentStore } from "../content/mod.ts";
@@ -554,25 +555,21 @@ async function applyPrepared(
     }
     let result;
     try {
-      if (run.pool !== undefined) {
-        await run.content.info(task.blob.digest).catch((err) => {
-          throw missing(err);
-        });
-      }
+      await run.content.info(task.blob.digest).catch((err) => {
+        throw missing(err);
+      });
       if (run.pool === undefined || !run.pool.hasRoom) {
-        let source;
-        try {
-          source = run.content.stream(task.blob.digest, { reuseBuffer: true });
-        } catch (err) {
-          throw missing(err);
-        }
+        // The blob file itself: a big compressed one is decompressed on a worker thread.
+        const source = pathToFileURL(run.content.blobPath(task.blob.digest));
         result = await applyToMounts(source, mounts, applyOptions);
       } else {
         // Checked and taken with nothing awaited in between; the worker reads the blob file.
         result = await run.pool.apply(
           run.content.blobPath(task.blob.digest),
           mounts,
-          applyOptions,
+          // Layers on workers decompress on their own thread: with the layer this thread
+          // applies (which decompresses on a further worker), every CPU is busy already.
+          { ...applyOptions, offThread: false },
         );
       }
     } finally {
