@@ -1,3 +1,5 @@
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import { applyLayer } from "../diff/apply.ts";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../errors.ts";
 import { imageLayers } from "../images/manifest.ts";
@@ -132,12 +134,14 @@ export const applyCommand: Command = {
   },
   args: [2, 2],
   async run(ctx, values, [layer, dir]) {
-    let source: AsyncIterable<Uint8Array>;
+    let source: AsyncIterable<Uint8Array> | URL;
     if (layer === "-") {
       source = Deno.stdin.readable;
     } else {
+      // The file itself: a big compressed one is decompressed on a worker thread.
+      source = pathToFileURL(resolve(layer!));
       try {
-        source = (await Deno.open(layer!)).readable;
+        await Deno.stat(source);
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) {
           throw new NotFound(`Cannot apply "${layer}": it does not exist`);
