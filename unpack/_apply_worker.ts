@@ -62,6 +62,16 @@ async function* readBlob(file: Deno.FsFile, signal: AbortSignal): AsyncGenerator
   }
 }
 
+/** The blob file at `path`, opened and read as {@linkcode readBlob} does, closed at the end. */
+async function* readPath(path: string, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  const file = await Deno.open(path);
+  try {
+    yield* readBlob(file, signal);
+  } finally {
+    file.close();
+  }
+}
+
 function serialize(err: unknown): SerializedError {
   if (!(err instanceof Error)) return { name: "Error", message: String(err) };
   const code = (err as { code?: unknown }).code;
@@ -78,6 +88,7 @@ async function apply(
   mounts: Mount[],
   options: ApplyOptions,
   deferLowers: boolean,
+  reopen: boolean,
 ): Promise<void> {
   const abort = new AbortController();
   job = { id, abort, lowers: null };
@@ -92,6 +103,7 @@ async function apply(
         post({ type: "lowers", id });
       });
   }
+  if (reopen) applyOptions.reopen = () => readPath(path, abort.signal);
   let file: Deno.FsFile | undefined;
   try {
     try {
@@ -123,7 +135,14 @@ scope.onmessage = (event: MessageEvent<ToWorker>) => {
   const message = event.data;
   switch (message.type) {
     case "apply":
-      apply(message.id, message.path, message.mounts, message.options, message.deferLowers);
+      apply(
+        message.id,
+        message.path,
+        message.mounts,
+        message.options,
+        message.deferLowers,
+        message.reopen,
+      );
       break;
     case "lowers":
       if (job?.id === message.id) job.lowers?.(message.dirs);

@@ -23,6 +23,8 @@ export type ToWorker =
     mounts: Mount[];
     options: ApplyOptions;
     deferLowers: boolean;
+    /** Whether the worker may read the blob again (see `ApplyOptions.reopen`). */
+    reopen: boolean;
   }
   | { type: "lowers"; id: number; dirs: string[] }
   | { type: "lowers-error"; id: number; error: SerializedError }
@@ -38,6 +40,8 @@ export type FromWorker =
 export interface PoolApplyOptions {
   /** Gives the lower directories when an entry needs them. */
   awaitLowerDirs?: () => Promise<string[]>;
+  /** Set: the worker reads the blob file again when it must (see `ApplyOptions.reopen`). */
+  reopen?: () => AsyncIterable<Uint8Array>;
   /** Aborts the apply. */
   signal?: AbortSignal;
 }
@@ -107,7 +111,7 @@ export class WorkerPool {
     mounts: Mount[],
     options: ApplyOptions & PoolApplyOptions,
   ): Promise<ApplyResult> {
-    const { awaitLowerDirs, signal, ...plain } = options;
+    const { awaitLowerDirs, signal, reopen, ...plain } = options;
     let worker: Worker;
     try {
       signal?.throwIfAborted();
@@ -167,6 +171,7 @@ export class WorkerPool {
           mounts,
           options: plain,
           deferLowers: awaitLowerDirs !== undefined,
+          reopen: reopen !== undefined,
         } satisfies ToWorker,
       );
     });
