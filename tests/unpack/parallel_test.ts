@@ -106,6 +106,21 @@ async function snapshotNames(client: Client, sn: string): Promise<string[]> {
   return (await (await client.snapshotter(sn)).list()).map((i) => i.name).sort();
 }
 
+/** The trees of the upper directories of the snapshots `chain`. */
+async function uppers(client: Client, chain: string[]): Promise<Map<string, TreeEntry>[]> {
+  const sn = await client.snapshotter("overlayfs");
+  const out = [];
+  for (const id of chain) {
+    const key = `upper-${crypto.randomUUID()}`;
+    const mounts = await sn.view(key, { parent: id });
+    const opt = mounts[0]!.options.find((o) => o.startsWith("lowerdir="));
+    const top = opt === undefined ? mounts[0]!.source : opt.slice(9).split(":")[0]!;
+    out.push(await treeWithNanos(top));
+    await sn.remove(key);
+  }
+  return out;
+}
+
 /**
  * A fetcher holding layer 0 back until layer 1 asks for its blob: only a parallel unpack gets
  * past it (a sequential one would wait forever), so passing it proves the layers overlapped.
@@ -188,20 +203,7 @@ parallelTest(
       );
     }
     // The upper directories themselves match too (whiteout devices, opaque xattrs, copy-ups).
-    const uppers = async (r: Root) => {
-      const sn = await r.client.snapshotter("overlayfs");
-      const out = [];
-      for (const id of chain) {
-        const key = `upper-${crypto.randomUUID()}`;
-        const mounts = await sn.view(key, { parent: id });
-        const opt = mounts[0]!.options.find((o) => o.startsWith("lowerdir="));
-        const top = opt === undefined ? mounts[0]!.source : opt.slice(9).split(":")[0]!;
-        out.push(await treeWithNanos(top));
-        await sn.remove(key);
-      }
-      return out;
-    };
-    const [ua, ub] = [await uppers(a), await uppers(b)];
+    const [ua, ub] = [await uppers(a.client, chain), await uppers(b.client, chain)];
     for (const i of chain.keys()) {
       assertSameTree(
         withoutDeviceTimes(ua[i]!),
@@ -457,8 +459,15 @@ interface ImpliedCase {
 /** The base of most cases: directories with unusual owners, modes, xattrs and times. */
 function oddLower(): TarInput[] {
   return [
-    dir("opt", { mode: 0o2751, uid: 1234, gid: 567, mtime: T1, atime: T2, xattrs: ua("opt") }),
-    dir("opt/jvm", { mode: 0o1700, uid: 5, gid: 6, mtime: T2, xattrs: ua("jvm") }),
+    dir("opt", {
+      mode: 0o2751,
+      uid: 1234,
+      gid: 567,
+      mtime: T1,
+      atime: T2,
+      xattrs: userXattr("opt"),
+    }),
+    dir("opt/jvm", { mode: 0o1700, uid: 5, gid: 6, mtime: T2, xattrs: userXattr("jvm") }),
     file("opt/jvm/lowerfile", "lower", { uid: 8 }),
     dir("usr", { mode: 0o755 }),
     dir("usr/bin", { mode: 0o750, uid: 3, mtime: T1 }),
@@ -468,7 +477,7 @@ function oddLower(): TarInput[] {
     dir("gone", { mode: 0o700, uid: 11 }),
     dir("gone/sub", { mode: 0o700, uid: 12 }),
     dir("opq", { mode: 0o755, uid: 13 }),
-    dir("opq/sub", { mode: 0o711, uid: 14, xattrs: ua("opq-sub") }),
+    dir("opq/sub", { mode: 0o711, uid: 14, xattrs: userXattr("opq-sub") }),
     dir("real", { mode: 0o750, uid: 15, mtime: T1 }),
     { header: { name: "link", type: "symlink", linkname: "real", mtime: T } },
     dir("etc", { mode: 0o755, uid: 0 }),
@@ -479,7 +488,7 @@ function oddLower(): TarInput[] {
 /** A second lower layer: newer attributes for `opt`, a deleted and an opaque directory. */
 function secondLower(): TarInput[] {
   return [
-    dir("opt", { mode: 0o750, uid: 42, gid: 43, mtime: T2, xattrs: ua("opt-2") }),
+    dir("opt", { mode: 0o750, uid: 42, gid: 43, mtime: T2, xattrs: userXattr("opt-2") }),
     file(".wh.gone", ""),
     dir("opq", { mode: 0o755, uid: 13 }),
     file("opq/.wh..wh..opq", ""),
@@ -487,7 +496,7 @@ function secondLower(): TarInput[] {
   ];
 }
 
-function ua(value: string): Record<string, Uint8Array> {
+function userXattr(value: string): Record<string, Uint8Array> {
   return { "user.strata": enc.encode(value) };
 }
 
@@ -521,7 +530,7 @@ const IMPLIED_CASES: ImpliedCase[] = [
       file("opt/jvm/z", "z"),
       file("usr/lib/a/b", "b"),
       file("usr/lib/.wh..wh..opq", ""),
-      dir("usr/lib/a", { mode: 0o700, uid: 2, mtime: T1, xattrs: ua("header-wins") }),
+      dir("usr/lib/a", { mode: 0o700, uid: 2, mtime: T1, xattrs: userXattr("header-wins") }),
     ],
     reapplied: false,
   },
@@ -699,6 +708,59 @@ peerTest(
           { minEntries: 5 },
         );
       }
+    }
+  },
+);
+
+parallelTest(
+  "unpackImage() in parallel gives layers that imply directories of the layers below the same snapshots as a sequential unpack",
+  async () => {
+    await using a = await root();
+    await using b = await root();
+    // Layer 1 on: implied parents that are odd directories below, nested, missing, listed
+    // later; layers 2 and 3 write through symlinks of layer 0 (applied again, on a worker or
+    // here); layer 4 has a hardlink to a lower file under an implied parent.
+    const tars = [
+      await createTar(oddLower()),
+      await createTar([
+        ...secondLower(),
+        file("opt/jvm/java/bin/x", "x"),
+        file("new/deep/f", "f"),
+        file("usr/lib/a/b", "b"),
+        dir("usr/lib/a", { mode: 0o700, uid: 2, mtime: T1, xattrs: userXattr("header-wins") }),
+      ]),
+      await createTar([file("opt/jvm/y", "y"), file("bin/tool", "t"), file("opt/z", "z")]),
+      await createTar([file("lib/x/y", "y"), file("gone/sub/f", "f")]),
+      await createTar([
+        file("opt/jvm/java/z", "z"),
+        { header: { name: "opt/h", type: "hardlink", linkname: "opt/jvm/lowerfile", uid: 4 } },
+      ]),
+    ];
+    const built = await writeLayout(join(a.dir, "layout"), tars, {
+      name: "example.com/strata/implied:1",
+    });
+    const seqRecord = await importLayout(a, built.layout);
+    const parRecord = await importLayout(b, built.layout);
+    const layers = await imageLayers(b.client.content, parRecord.target);
+    const chain = chainIds(layers.map((l) => l.diffId));
+    await unpackImage(a.client, seqRecord, { snapshotter: "overlayfs", parallel: false });
+    const fetcher = overlapFetcher(layers.map((l) => l.blob));
+    await unpackImage(b.client, parRecord, { snapshotter: "overlayfs", fetcher });
+    assert.deepEqual(await snapshotNames(b.client, "overlayfs"), [...chain].sort());
+    const [ua, ub] = [await uppers(a.client, chain), await uppers(b.client, chain)];
+    for (const [i, id] of chain.entries()) {
+      assertSameTree(
+        await strataTree(a.client, "overlayfs", id),
+        await strataTree(b.client, "overlayfs", id),
+        `layer ${i}, sequential vs parallel`,
+        { minEntries: 10 },
+      );
+      assertSameTree(
+        withoutDeviceTimes(ua[i]!),
+        withoutDeviceTimes(ub[i]!),
+        `upper of layer ${i}`,
+        { minEntries: 1 },
+      );
     }
   },
 );
