@@ -51,6 +51,15 @@ export interface TreeOptions {
    * them; that entry waits and is then applied as if they had been there from the start.
    */
   awaitLowerDirs?: () => Promise<readonly string[]>;
+  /**
+   * With `awaitLowerDirs`: a directory implied before the lower layers exist is created at once
+   * (provisionally, and the lowers are asked for without waiting) instead of waiting for them;
+   * once they are there (at the latest in {@linkcode Tree.finish}) it gets what the lower
+   * directory would have given it. When a lower layer holds a non-directory at such a path (a
+   * symlink the layer wrote through), {@linkcode LowersConflict} is thrown: the caller applies
+   * the layer again, from the start, into an empty root with the lowers given.
+   */
+  provisional?: boolean;
   /** Whether to work without privileges: owners and devices that cannot be set are recorded. */
   rootless: boolean;
   /** Receives what was not applied. */
@@ -186,6 +195,44 @@ class LowersPending extends Error {
 }
 
 /**
+ * Thrown when a directory created provisionally (see {@linkcode TreeOptions.provisional}) is a
+ * symlink or another non-directory in the lower layers: what the layer wrote below it went to
+ * the wrong place. The root must be emptied and the layer applied again with `lowerDirs`.
+ */
+export class LowersConflict extends Error {
+  override readonly name: string = "LowersConflict";
+  /** The lower directories, newest first, as `awaitLowerDirs` gave them. */
+  readonly lowerDirs: readonly string[];
+
+  /**
+   * @param path The provisional directory.
+   * @param lowerDirs The lower directories.
+   */
+  constructor(path: string, lowerDirs: readonly string[]) {
+    super(
+      `Cannot keep the provisional directory ${
+        quote(path)
+      }: it is not a directory in a lower layer`,
+    );
+    this.lowerDirs = lowerDirs;
+  }
+}
+
+/** A directory created before the lower layers were there, reconciled with them later. */
+interface Provisional {
+  /** The resolved path of its parent directory (what the lowers are looked up with). */
+  parent: string;
+  base: string;
+  key: number | string;
+  /** The entry that implied it. */
+  entry: string;
+  /** Whether this layer has a directory entry for it too (its metadata then wins). */
+  explicit: boolean;
+  /** Its times record, filled in from the lower directory. */
+  rec: DirRecord;
+}
+
+/**
  * One extraction root. Not reentrant: entries are applied one at a time, in archive order.
  */
 export class Tree {
@@ -197,6 +244,14 @@ export class Tree {
   #userns: boolean;
   #lowers: Lowers;
   #awaitLowers: (() => Promise<readonly string[]>) | null;
+  /** The lowers asked for ahead (provisional mode); `settled` once they are there or failed. */
+  #asked: { promise: Promise<readonly string[]>; settled: boolean } | null = null;
+  #provisional: boolean;
+  /** Provisional directories, in the order they were made (parents first). */
+  #provisionals: Provisional[] = [];
+  /** The current provisional directory of each inode (older records are stale). */
+  #provisionalKeys = new Map<number | string, Provisional>();
+  #lowerPaths: readonly string[] = [];
   #skipped: Skipped[];
   /** Inodes this layer created or merged (opaque markers and whiteouts keep these). */
   #layer = new Set<number | string>();
@@ -223,6 +278,8 @@ export class Tree {
     this.#userns = inUserNamespace();
     this.#skipped = options.skipped;
     this.#awaitLowers = (this.#overlay ? options.awaitLowerDirs : undefined) ?? null;
+    this.#provisional = this.#awaitLowers !== null && options.provisional === true;
+    this.#lowerPaths = options.lowerDirs;
     this.#root = sys.open(root, DIR_PATH);
     try {
       this.#lowers = new Lowers(this.#overlay ? options.lowerDirs : [], this.#prefix);
@@ -261,15 +318,27 @@ export class Tree {
     if (this.#awaitLowers !== null) throw new LowersPending();
   }
 
-  /** Waits for the lower layers and opens them. */
+  /** Asks for the lower layers (once), without waiting for them. */
+  #askLowers(): Promise<readonly string[]> {
+    if (this.#asked === null) {
+      const asked = { promise: this.#awaitLowers!(), settled: false };
+      const settle = () => (asked.settled = true);
+      asked.promise.then(settle, settle);
+      this.#asked = asked;
+    }
+    return this.#asked.promise;
+  }
+
+  /** Waits for the lower layers, opens them and reconciles the provisional directories. */
   async #loadLowers(): Promise<void> {
-    const wait = this.#awaitLowers;
-    if (wait === null) return;
-    const paths = await wait();
+    if (this.#awaitLowers === null) return;
+    const paths = await this.#askLowers();
     const lowers = new Lowers(paths, this.#prefix);
     this.#lowers.close();
     this.#lowers = lowers;
+    this.#lowerPaths = paths;
     this.#awaitLowers = null;
+    this.#reconcile();
   }
 
   // --- resolution ------------------------------------------------------------------------------
@@ -399,6 +468,16 @@ export class Tree {
         // Missing here. On the overlay policies the lower layers may hold it.
         let hit: LowerHit | null = null;
         if (this.#overlay && !(top?.hidden ?? false) && this.#mayHaveLowers()) {
+          if (this.#awaitLowers !== null && this.#provisional && create === "all") {
+            // Made now, given the lower directory's attributes once the lowers are there.
+            this.#mkdirProvisional(cur, c, stack.map((s) => s.name).join("/"), entry);
+            stack.push({
+              name: c,
+              fd: sys.openat(cur, c, DIR_PATH | sys.O_NOFOLLOW),
+              hidden: false,
+            });
+            continue;
+          }
           this.#needLowers();
           hit = this.#lowers.lookup(stack.map((s) => s.name).join("/"), c);
         }
@@ -440,6 +519,7 @@ export class Tree {
     sys.mkdirat(dirfd, name, 0o700);
     const st = sys.statx(dirfd, name, sys.AT_SYMLINK_NOFOLLOW);
     this.#mark(st);
+    this.#provisionalKeys.delete(inodeKey(st));
     const target: Target = { dirfd, name, kind: "dir", entry };
     if (hit === null) {
       sys.fchmodat(dirfd, name, 0o755, sys.AT_SYMLINK_NOFOLLOW);
@@ -454,6 +534,94 @@ export class Tree {
     sys.utimensat(dirfd, name, times, sys.AT_SYMLINK_NOFOLLOW);
     // Children created later change the mtime: set it again at the end, like a header's.
     this.#recordDir(dirfd, name, st, this.#rootless ? mode : undefined, times);
+  }
+
+  /**
+   * Creates the implied directory `name` in `dirfd` (at `parent`, a resolved path) before the
+   * lower layers are there: as if no lower layer had it (0755, owned by the process), with an
+   * empty times record in its place in the order, both completed by {@linkcode #reconcile}.
+   */
+  #mkdirProvisional(dirfd: number, name: string, parent: string, entry: string): void {
+    sys.mkdirat(dirfd, name, 0o700);
+    const st = sys.statx(dirfd, name, sys.AT_SYMLINK_NOFOLLOW);
+    this.#mark(st);
+    sys.fchmodat(dirfd, name, 0o755, sys.AT_SYMLINK_NOFOLLOW);
+    const key = inodeKey(st);
+    const rec: DirRecord = {
+      parent: this.#pathOf(dirfd) ?? parent,
+      base: name,
+      depth: 0,
+      key,
+    };
+    rec.depth = rec.parent === "" ? 0 : rec.parent.split("/").length;
+    this.#dirs.push(rec);
+    const p: Provisional = { parent, base: name, key, entry, explicit: false, rec };
+    this.#provisionals.push(p);
+    this.#provisionalKeys.set(key, p);
+    this.#askLowers().catch(() => {}); // A failure is thrown where the lowers are awaited.
+  }
+
+  /**
+   * Gives each provisional directory, parents first, what the sequential apply would have: the
+   * mode, owner, xattrs and times of the lower directory (only the xattrs it does not have yet
+   * when the layer also lists it); nothing more when no lower layer has it.
+   *
+   * @throws {LowersConflict} When a lower layer has a non-directory at one of them.
+   */
+  #reconcile(): void {
+    const list = this.#provisionals;
+    const current = this.#provisionalKeys;
+    this.#provisionals = [];
+    this.#provisionalKeys = new Map();
+    for (const p of list) {
+      const path = p.parent === "" ? p.base : `${p.parent}/${p.base}`;
+      const hit = this.#lowers.lookup(p.parent, p.base);
+      if (hit === null) continue;
+      let dfd: number | null = null;
+      try {
+        // Sequential would have followed a lower symlink (or failed on a file): the layer's
+        // entries below went elsewhere. Checked even when the directory is gone since.
+        if (hit.kind !== "dir") throw new LowersConflict(path, this.#lowerPaths);
+        if (current.get(p.key) !== p) continue;
+        dfd = this.#openReal(p.parent);
+        const st = dfd === null ? null : statAt(dfd, p.base);
+        if (dfd === null || st === null || !isDir(st) || inodeKey(st) !== p.key) continue;
+        const target: Target = { dirfd: dfd, name: p.base, kind: "dir", entry: p.entry };
+        if (p.explicit) {
+          // The layer's own entry set owner, mode and times after the lower's would have been:
+          // only the xattrs it did not set come from below.
+          this.#copyXattrs(hit, target);
+          continue;
+        }
+        const low = hit.st;
+        this.#chown(target, low.uid, low.gid);
+        this.#copyXattrs(hit, target);
+        const mode = low.mode & 0o7777;
+        sys.fchmodat(dfd, p.base, this.#rootless ? mode | 0o700 : mode, sys.AT_SYMLINK_NOFOLLOW);
+        const times: [sys.Timespec, sys.Timespec] = [low.atime, low.mtime];
+        sys.utimensat(dfd, p.base, times, sys.AT_SYMLINK_NOFOLLOW);
+        p.rec.times = times;
+        if (this.#rootless) p.rec.mode = mode;
+      } catch (err) {
+        throw entryError(p.entry, `cannot complete the implied directory ${quote(path)}`, err);
+      } finally {
+        closeQuietly(hit.dirfd);
+        if (dfd !== null) closeQuietly(dfd);
+      }
+    }
+  }
+
+  /** Opens the directory at the resolved path `rel` without following symlinks, or `null`. */
+  #openReal(rel: string): number | null {
+    try {
+      return sys.openat2(this.#root, rel === "" ? "." : rel, {
+        flags: DIR_PATH,
+        resolve: sys.RESOLVE_BENEATH | sys.RESOLVE_NO_SYMLINKS | sys.RESOLVE_NO_MAGICLINKS,
+      });
+    } catch (err) {
+      if (sys.isErrno(err, "ENOENT", "ENOTDIR", "ELOOP", "EXDEV", "EAGAIN")) return null;
+      throw err;
+    }
   }
 
   #recordDir(
@@ -530,6 +698,8 @@ export class Tree {
    * @param entry The entry.
    */
   async apply(entry: TarEntry): Promise<void> {
+    // The lowers asked for ahead are there: from now on entries see them as sequential would.
+    if (this.#asked?.settled && this.#awaitLowers !== null) await this.#loadLowers();
     for (;;) {
       try {
         return await this.#apply(entry);
@@ -659,6 +829,10 @@ export class Tree {
       sys.mkdirat(pfd, base, 0o700);
       st = sys.statx(pfd, base, sys.AT_SYMLINK_NOFOLLOW);
       if (opaque) this.#setOpaque(pfd, base);
+      this.#provisionalKeys.delete(inodeKey(st));
+    } else {
+      const p = this.#provisionalKeys.get(inodeKey(st));
+      if (p !== undefined) p.explicit = true;
     }
     this.#mark(st);
     this.#metadata({ dirfd: pfd, name: base, kind: "dir", entry: raw, st }, h);
@@ -1045,11 +1219,15 @@ export class Tree {
   }
 
   /**
-   * Sets the times (and, rootless, the modes) of directories again, deepest first, now that no
-   * more children will be created in them. A directory that was removed or replaced since is
+   * Reconciles the provisional directories (waiting for the lower layers when there are any),
+   * then sets the times (and, rootless, the modes) of directories again, deepest first, now that
+   * no more children will be created in them. A directory that was removed or replaced since is
    * left alone.
+   *
+   * @throws {LowersConflict} See {@linkcode TreeOptions.provisional}.
    */
-  finish(): void {
+  async finish(): Promise<void> {
+    if (this.#provisionals.length > 0) await this.#loadLowers();
     const dirs = this.#dirs;
     this.#dirs = [];
     const order = dirs.map((_, i) => i).sort((a, b) => dirs[b]!.depth - dirs[a]!.depth || a - b);

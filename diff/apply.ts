@@ -67,7 +67,8 @@ import * as sys from "../sys/mod.ts";
 import { type Compression, decompress, detectCompression } from "./compression.ts";
 import { OffThreadInflate } from "./_inflate.ts";
 import { readTar } from "./tar/mod.ts";
-import { type Skipped, Tree, type WhiteoutPolicy } from "./_apply_tree.ts";
+import { LowersConflict, type Skipped, Tree, type WhiteoutPolicy } from "./_apply_tree.ts";
+import { closeQuietly, DIR_READ, removeAt } from "./_apply_fs.ts";
 
 export type { Skipped } from "./_apply_tree.ts";
 
@@ -96,6 +97,16 @@ export interface ApplyOptions {
    * the same. A layer that lists every directory it uses never calls it.
    */
   awaitLowerDirs?: () => Promise<string[]>;
+  /**
+   * With `awaitLowerDirs`: opens the layer's bytes again, from the first. Given, the apply does
+   * not wait for the lower layers at a directory it implies: it creates the directory at once
+   * and asks for the lowers without waiting, and gives the directory the lower directory's mode,
+   * owner, xattrs and times once they are there (at the latest after the last entry, which then
+   * waits), so the result is the same. In the rare case that a lower layer holds a symlink or a
+   * file at such a directory (the layer writes through a lower symlink), what was applied is
+   * removed and the layer is applied again, from the start, with the lowers.
+   */
+  reopen?: () => AsyncIterable<Uint8Array> | URL;
   /**
    * Work without privileges: owners that cannot be set, devices, and xattrs that need privilege
    * are recorded in {@linkcode ApplyResult.skipped}. Default: `Deno.uid() !== 0`.
@@ -187,23 +198,82 @@ export async function applyLayer(
     );
   }
   const rootless = options.rootless ?? Deno.uid() !== 0;
+  let lowerDirs: readonly string[] = options.lowerDirs ?? [];
+  let awaitLowerDirs = options.awaitLowerDirs;
+  for (;;) {
+    try {
+      return await applyOnce(source, root, {
+        signal,
+        policy,
+        rootless,
+        lowerDirs,
+        awaitLowerDirs,
+        provisional: awaitLowerDirs !== undefined && options.reopen !== undefined,
+        expectedDigest: options.expectedDigest,
+        expectedDiffId: options.expectedDiffId,
+        syncFs: options.syncFs === true,
+        offThread: options.offThread ?? true,
+      });
+    } catch (err) {
+      if (!(err instanceof LowersConflict) || options.reopen === undefined) throw err;
+      // A directory made ahead of the lowers is a symlink or a file below: start again with them.
+      clearRoot(root, rootless);
+      lowerDirs = err.lowerDirs;
+      awaitLowerDirs = undefined;
+      source = options.reopen();
+    }
+  }
+}
+
+/** The settings of one pass of {@linkcode applyLayer}. */
+interface Pass {
+  signal: AbortSignal | undefined;
+  policy: WhiteoutPolicy;
+  rootless: boolean;
+  lowerDirs: readonly string[];
+  awaitLowerDirs: (() => Promise<string[]>) | undefined;
+  provisional: boolean;
+  expectedDigest: string | undefined;
+  expectedDiffId: string | undefined;
+  syncFs: boolean;
+  offThread: boolean;
+}
+
+/** Removes everything in the directory `root` (not the directory itself). */
+function clearRoot(root: string, rootless: boolean): void {
+  const fd = sys.open(root, DIR_READ);
+  try {
+    for (const entry of sys.readDirFd(fd)) removeAt(fd, entry.name, null, rootless);
+  } finally {
+    closeQuietly(fd);
+  }
+}
+
+/** One pass of {@linkcode applyLayer}: the layer read once, applied, checked. */
+async function applyOnce(
+  source: AsyncIterable<Uint8Array> | URL,
+  root: string,
+  pass: Pass,
+): Promise<ApplyResult> {
+  const { signal, policy, rootless } = pass;
   const skipped: Skipped[] = [];
   let tree: Tree;
   try {
     tree = new Tree(root, {
       policy,
-      lowerDirs: options.lowerDirs ?? [],
+      lowerDirs: pass.lowerDirs,
       rootless,
       skipped,
-      ...(options.awaitLowerDirs ? { awaitLowerDirs: options.awaitLowerDirs } : {}),
+      provisional: pass.provisional,
+      ...(pass.awaitLowerDirs ? { awaitLowerDirs: pass.awaitLowerDirs } : {}),
     });
   } catch (err) {
-    throw openError(root, options.lowerDirs ?? [], err);
+    throw openError(root, pass.lowerDirs, err);
   }
   let entries = 0;
   let digests: () => LayerDigests;
   try {
-    const layer = await openLayer(source, options.offThread ?? true);
+    const layer = await openLayer(source, pass.offThread);
     digests = layer.digests;
     // readTar drains the stream after the end-of-archive marker: trailing bytes are hashed too.
     for await (const entry of readTar(layer.plain)) {
@@ -212,22 +282,22 @@ export async function applyLayer(
       await tree.apply(entry);
     }
     signal?.throwIfAborted();
-    tree.finish();
+    await tree.finish();
   } finally {
     tree.close();
   }
   const { diffId, size, compressedDigest, compressedSize } = digests();
-  if (options.expectedDigest !== undefined && options.expectedDigest !== compressedDigest) {
+  if (pass.expectedDigest !== undefined && pass.expectedDigest !== compressedDigest) {
     throw new FailedPrecondition(
-      `Cannot apply layer: its digest "${compressedDigest}" does not match the expected "${options.expectedDigest}"`,
+      `Cannot apply layer: its digest "${compressedDigest}" does not match the expected "${pass.expectedDigest}"`,
     );
   }
-  if (options.expectedDiffId !== undefined && options.expectedDiffId !== diffId) {
+  if (pass.expectedDiffId !== undefined && pass.expectedDiffId !== diffId) {
     throw new FailedPrecondition(
-      `Cannot apply layer: its diffID "${diffId}" does not match the expected "${options.expectedDiffId}"`,
+      `Cannot apply layer: its diffID "${diffId}" does not match the expected "${pass.expectedDiffId}"`,
     );
   }
-  if (options.syncFs === true) syncRoot(root);
+  if (pass.syncFs) syncRoot(root);
   return { diffId, size, compressedDigest, compressedSize, entries, skipped };
 }
 

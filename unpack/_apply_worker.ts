@@ -35,6 +35,7 @@ async function apply(
   mounts: Mount[],
   options: ApplyOptions,
   deferLowers: boolean,
+  reopen: boolean,
 ): Promise<void> {
   const abort = new AbortController();
   job = { id, abort, lowers: null };
@@ -49,6 +50,7 @@ async function apply(
         post({ type: "lowers", id });
       });
   }
+  if (reopen) applyOptions.reopen = () => pathToFileURL(path);
   try {
     // The blob file itself: a big compressed one is decompressed on a further worker thread.
     const result = await applyToMounts(pathToFileURL(path), mounts, applyOptions);
@@ -64,7 +66,14 @@ scope.onmessage = (event: MessageEvent<ToWorker>) => {
   const message = event.data;
   switch (message.type) {
     case "apply":
-      apply(message.id, message.path, message.mounts, message.options, message.deferLowers);
+      apply(
+        message.id,
+        message.path,
+        message.mounts,
+        message.options,
+        message.deferLowers,
+        message.reopen,
+      );
       break;
     case "lowers":
       if (job?.id === message.id) job.lowers?.(message.dirs);

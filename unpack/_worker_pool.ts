@@ -15,6 +15,8 @@ export type ToWorker =
     mounts: Mount[];
     options: ApplyOptions;
     deferLowers: boolean;
+    /** Whether the worker may read the blob again (see `ApplyOptions.reopen`). */
+    reopen: boolean;
   }
   | { type: "lowers"; id: number; dirs: string[] }
   | { type: "lowers-error"; id: number; error: SerializedError }
@@ -30,6 +32,8 @@ export type FromWorker =
 export interface PoolApplyOptions {
   /** Gives the lower directories when an entry needs them. */
   awaitLowerDirs?: () => Promise<string[]>;
+  /** Set: the worker reads the blob file again when it must (see `ApplyOptions.reopen`). */
+  reopen?: () => AsyncIterable<Uint8Array> | URL;
   /** Aborts the apply. */
   signal?: AbortSignal;
 }
@@ -84,7 +88,7 @@ export class WorkerPool {
     mounts: Mount[],
     options: ApplyOptions & PoolApplyOptions,
   ): Promise<ApplyResult> {
-    const { awaitLowerDirs, signal, ...plain } = options;
+    const { awaitLowerDirs, signal, reopen, ...plain } = options;
     let worker: Worker;
     try {
       signal?.throwIfAborted();
@@ -144,6 +148,7 @@ export class WorkerPool {
           mounts,
           options: plain,
           deferLowers: awaitLowerDirs !== undefined,
+          reopen: reopen !== undefined,
         } satisfies ToWorker,
       );
     });

@@ -75,10 +75,13 @@ export interface UnpackOptions {
    * above 1. It takes effect when the snapshotter has the `rebase` capability (overlayfs outside
    * a user namespace) and more than one CPU is available (`navigator.hardwareConcurrency`): up
    * to one layer per CPU is applied at once, each into a snapshot prepared without a parent with
-   * overlay whiteouts, and the layers are committed strictly bottom up, each with its parent. An
-   * entry that needs the layers below (an implied directory, a hardlink to a file of a lower
-   * layer) waits until they are committed. The result is the same as sequential. `false` applies
-   * one layer at a time, each on its committed parent.
+   * overlay whiteouts, and the layers are committed strictly bottom up, each with its parent. A
+   * directory the layer implies is made at once and given the lower directory's attributes once
+   * the layers below are committed (a layer writing through a symlink of a lower layer is applied
+   * again on them); an entry that needs the layers below otherwise (a hardlink to a file of a
+   * lower layer, a whiteout in a directory the layer does not hold) waits until they are
+   * committed. The result is the same as sequential. `false` applies one layer at a time, each on
+   * its committed parent.
    */
   parallel?: boolean;
   /** Told about each layer as it is handled. */
@@ -552,6 +555,9 @@ async function applyPrepared(
         });
         return lowerDirsOf(viewMounts.mounts);
       };
+      // Implied directories are made at once and completed from the lowers later; the rare
+      // layer that writes through a lower symlink is read again and applied on the lowers.
+      applyOptions.reopen = () => pathToFileURL(run.content.blobPath(task.blob.digest));
     }
     let result;
     try {

@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { Client } from "../../client.ts";
 import { applyLayer } from "../../diff/apply.ts";
 import { createTar, type TarInput } from "../../diff/tar/mod.ts";
-import { FailedPrecondition } from "../../errors.ts";
+import { FailedPrecondition, InvalidArgument } from "../../errors.ts";
+import { withTempMount } from "../../mount/mod.ts";
 import { importArchive } from "../../images/archive/import.ts";
 import { chainIds, imageLayers } from "../../images/manifest.ts";
 import type { Descriptor, ImageRecord } from "../../images/types.ts";
@@ -105,6 +106,21 @@ async function snapshotNames(client: Client, sn: string): Promise<string[]> {
   return (await (await client.snapshotter(sn)).list()).map((i) => i.name).sort();
 }
 
+/** The trees of the upper directories of the snapshots `chain`. */
+async function uppers(client: Client, chain: string[]): Promise<Map<string, TreeEntry>[]> {
+  const sn = await client.snapshotter("overlayfs");
+  const out = [];
+  for (const id of chain) {
+    const key = `upper-${crypto.randomUUID()}`;
+    const mounts = await sn.view(key, { parent: id });
+    const opt = mounts[0]!.options.find((o) => o.startsWith("lowerdir="));
+    const top = opt === undefined ? mounts[0]!.source : opt.slice(9).split(":")[0]!;
+    out.push(await treeWithNanos(top));
+    await sn.remove(key);
+  }
+  return out;
+}
+
 /**
  * A fetcher holding layer 0 back until layer 1 asks for its blob: only a parallel unpack gets
  * past it (a sequential one would wait forever), so passing it proves the layers overlapped.
@@ -187,20 +203,7 @@ parallelTest(
       );
     }
     // The upper directories themselves match too (whiteout devices, opaque xattrs, copy-ups).
-    const uppers = async (r: Root) => {
-      const sn = await r.client.snapshotter("overlayfs");
-      const out = [];
-      for (const id of chain) {
-        const key = `upper-${crypto.randomUUID()}`;
-        const mounts = await sn.view(key, { parent: id });
-        const opt = mounts[0]!.options.find((o) => o.startsWith("lowerdir="));
-        const top = opt === undefined ? mounts[0]!.source : opt.slice(9).split(":")[0]!;
-        out.push(await treeWithNanos(top));
-        await sn.remove(key);
-      }
-      return out;
-    };
-    const [ua, ub] = [await uppers(a), await uppers(b)];
+    const [ua, ub] = [await uppers(a.client, chain), await uppers(b.client, chain)];
     for (const i of chain.keys()) {
       assertSameTree(
         withoutDeviceTimes(ua[i]!),
@@ -431,3 +434,333 @@ async function withWrongDiffId(layout: string, index: number): Promise<string> {
   await Deno.writeTextFile(join(out, "index.json"), JSON.stringify(index0));
   return out;
 }
+
+// --- implied directories made before the lower layers exist ------------------------------------
+
+const T1 = { sec: 1600000001, nsec: 123456789 };
+const T2 = { sec: 1500000002, nsec: 987654321 };
+
+/** A layer case: lower layers (bottom first), the layer, and what the late apply must do. */
+interface ImpliedCase {
+  name: string;
+  lowers: TarInput[][];
+  layer: TarInput[];
+  /**
+   * Whether the late apply, given the lowers at the end, must read the layer again (a lower
+   * non-directory at a directory it implies).
+   */
+  reapplied: boolean;
+  /** Whether the lowers are needed before the end anyway (hardlink targets, whiteouts). */
+  waits?: boolean;
+  /** The apply fails (both ways) with this error class. */
+  fails?: typeof InvalidArgument;
+}
+
+/** The base of most cases: directories with unusual owners, modes, xattrs and times. */
+function oddLower(): TarInput[] {
+  return [
+    dir("opt", {
+      mode: 0o2751,
+      uid: 1234,
+      gid: 567,
+      mtime: T1,
+      atime: T2,
+      xattrs: userXattr("opt"),
+    }),
+    dir("opt/jvm", { mode: 0o1700, uid: 5, gid: 6, mtime: T2, xattrs: userXattr("jvm") }),
+    file("opt/jvm/lowerfile", "lower", { uid: 8 }),
+    dir("usr", { mode: 0o755 }),
+    dir("usr/bin", { mode: 0o750, uid: 3, mtime: T1 }),
+    dir("usr/lib", { mode: 0o705, uid: 4, mtime: T2 }),
+    { header: { name: "bin", type: "symlink", linkname: "usr/bin", mtime: T } },
+    { header: { name: "lib", type: "symlink", linkname: "/usr/lib", mtime: T } },
+    dir("gone", { mode: 0o700, uid: 11 }),
+    dir("gone/sub", { mode: 0o700, uid: 12 }),
+    dir("opq", { mode: 0o755, uid: 13 }),
+    dir("opq/sub", { mode: 0o711, uid: 14, xattrs: userXattr("opq-sub") }),
+    dir("real", { mode: 0o750, uid: 15, mtime: T1 }),
+    { header: { name: "link", type: "symlink", linkname: "real", mtime: T } },
+    dir("etc", { mode: 0o755, uid: 0 }),
+    file("etc/conf", "c"),
+  ];
+}
+
+/** A second lower layer: newer attributes for `opt`, a deleted and an opaque directory. */
+function secondLower(): TarInput[] {
+  return [
+    dir("opt", { mode: 0o750, uid: 42, gid: 43, mtime: T2, xattrs: userXattr("opt-2") }),
+    file(".wh.gone", ""),
+    dir("opq", { mode: 0o755, uid: 13 }),
+    file("opq/.wh..wh..opq", ""),
+    file("opq/kept", "k"),
+  ];
+}
+
+function userXattr(value: string): Record<string, Uint8Array> {
+  return { "user.strata": enc.encode(value) };
+}
+
+const IMPLIED_CASES: ImpliedCase[] = [
+  {
+    name: "implied parents that are directories below (newest lower wins), nested, and missing",
+    lowers: [oddLower(), secondLower()],
+    layer: [
+      file("opt/jvm/java/bin/x", "x"),
+      file("opt/other/y", "y"),
+      file("new/deep/er/f", "f"),
+      file("gone/sub/new", "n"),
+      file("opq/sub/f", "f"),
+      file("usr/bin/tool", "t"),
+    ],
+    reapplied: false,
+  },
+  {
+    name: "an implied parent later given an explicit entry, and one made opaque later",
+    lowers: [oddLower()],
+    layer: [
+      file("opt/x", "x"),
+      file("opt/jvm/y", "y"),
+      dir("opt", {
+        mode: 0o711,
+        uid: 9,
+        gid: 10,
+        mtime: T,
+        xattrs: { "user.hdr": enc.encode("h") },
+      }),
+      file("opt/jvm/z", "z"),
+      file("usr/lib/a/b", "b"),
+      file("usr/lib/.wh..wh..opq", ""),
+      dir("usr/lib/a", { mode: 0o700, uid: 2, mtime: T1, xattrs: userXattr("header-wins") }),
+    ],
+    reapplied: false,
+  },
+  {
+    name: "implied parents removed and made again in the same layer",
+    lowers: [oddLower()],
+    layer: [
+      file("opt/jvm/f", "f"),
+      file("opt", "now a file"),
+      dir("opt", { mode: 0o700, mtime: T }),
+      file("opt/jvm/g", "g"),
+      file("new/a/f", "f"),
+      file("new", "file"),
+      dir("new", { mode: 0o750, mtime: T1 }),
+      file("new/a/g", "g"),
+    ],
+    reapplied: false,
+  },
+  {
+    name: "a hardlink to a lower file and a whiteout after implied parents",
+    lowers: [oddLower(), secondLower()],
+    layer: [
+      file("opt/jvm/new", "n"),
+      { header: { name: "opt/h", type: "hardlink", linkname: "opt/jvm/lowerfile", uid: 4 } },
+      file("usr/lib/new", "n"),
+      file("opq/.wh.kept", ""),
+    ],
+    reapplied: false,
+    waits: true,
+  },
+  {
+    name: "implied parents that are symlinks below (relative and absolute)",
+    lowers: [oddLower(), secondLower()],
+    layer: [
+      file("opt/jvm/x", "x"),
+      file("bin/tool", "t"),
+      file("lib/x/y", "y"),
+      dir("lib/x", { mode: 0o700, uid: 2, mtime: T1 }),
+    ],
+    reapplied: true,
+  },
+  {
+    name: "an implied parent that is a symlink below, replaced by a file in the same layer",
+    lowers: [oddLower()],
+    layer: [file("link/f", "through the symlink"), file("link", "a file now"), file("z", "z")],
+    reapplied: true,
+  },
+  {
+    name: "an implied parent that is a file below",
+    lowers: [oddLower()],
+    layer: [file("opt/a", "a"), file("etc/conf/x", "x")],
+    reapplied: true,
+    fails: InvalidArgument,
+  },
+];
+
+/**
+ * The layer's bytes in small chunks; `gate` is told when half of them and when all of them were
+ * read, so the lowers can be given at different moments of the apply.
+ */
+async function* chunked(
+  bytes: Uint8Array,
+  gate: (at: "half" | "end") => void,
+): AsyncGenerator<Uint8Array> {
+  const size = 512;
+  const n = Math.ceil(bytes.length / size);
+  for (let i = 0; i < n; i++) {
+    if (i === Math.floor(n / 2)) gate("half");
+    yield bytes.subarray(i * size, (i + 1) * size);
+  }
+  gate("end");
+}
+
+/** Applies the lower layers, bottom first, each as an overlay upper on the ones below. */
+async function lowerDirs(base: string, lowers: TarInput[][]): Promise<string[]> {
+  const dirs: string[] = [];
+  for (const [i, entries] of lowers.entries()) {
+    const d = join(base, `lower${i}`);
+    await Deno.mkdir(d);
+    await applyLayer(once(await createTar(entries)), d, {
+      whiteouts: "overlay",
+      lowerDirs: [...dirs].reverse(),
+    });
+    dirs.push(d);
+  }
+  return dirs.reverse();
+}
+
+/** The tree a read-only overlay of `dirs` (newest first) shows. */
+async function mergedTree(dirs: string[]): Promise<Map<string, TreeEntry>> {
+  return await withTempMount(
+    [{ type: "overlay", source: "overlay", options: [`lowerdir=${dirs.join(":")}`] }],
+    (d) => treeWithNanos(d),
+  );
+}
+
+peerTest(
+  "applyLayer() with awaitLowerDirs and reopen makes implied directories at once and ends with the tree applied on the lowers",
+  { root: true },
+  async () => {
+    for (const c of IMPLIED_CASES) {
+      await using tmp = await makeTempDir({ prefix: "strata-implied-" });
+      const lowers = await lowerDirs(tmp.path, c.lowers);
+      const tar = await createTar(c.layer);
+      const early = join(tmp.path, "early");
+      await Deno.mkdir(early);
+      const want = await applyLayer(once(tar), early, { whiteouts: "overlay", lowerDirs: lowers })
+        .then((r) => ({ ok: r }), (err: Error) => ({ err }));
+      if (c.fails) assert.ok("err" in want && want.err instanceof c.fails, `${c.name}: early`);
+      else {assert.ok(
+          "ok" in want,
+          `${c.name}: early apply failed: ${(want as { err: Error }).err}`,
+        );}
+      // The lowers at once (a settled promise), half way through the layer, and at its end; a hang
+      // (the apply waiting for them before the end) is caught by the timer.
+      // Layers that need them (a hardlink target below) get them shortly after they ask.
+      const moments = c.waits ? ["now", "later"] as const : ["now", "half", "end"] as const;
+      for (const moment of moments) {
+        const what = `${c.name} (lowers given ${moment})`;
+        const late = join(tmp.path, `late-${moment}`);
+        await Deno.mkdir(late);
+        let release!: () => void;
+        const given = new Promise<void>((r) => (release = r));
+        let asked = 0;
+        let reopened = 0;
+        let hung = false;
+        const timer = setTimeout(() => {
+          hung = true;
+          release();
+        }, 10_000);
+        const got = await applyLayer(
+          chunked(tar, (at) => {
+            if (at === moment) release();
+          }),
+          late,
+          {
+            whiteouts: "overlay",
+            awaitLowerDirs: async () => {
+              asked++;
+              if (moment === "later") setTimeout(release, 20);
+              if (moment !== "now") await given;
+              return lowers;
+            },
+            reopen: () => {
+              reopened++;
+              return once(tar);
+            },
+          },
+        ).then((r) => ({ ok: r }), (err: Error) => ({ err }));
+        clearTimeout(timer);
+        assert.equal(hung, false, `${what}: the apply waited for the lowers`);
+        assert.equal(asked, 1, `${what}: awaitLowerDirs calls`);
+        // Lowers given early reach the entries that would conflict before they are applied.
+        if (moment === "end") assert.equal(reopened, c.reapplied ? 1 : 0, `${what}: applied again`);
+        else assert.ok(reopened <= (c.reapplied ? 1 : 0), `${what}: applied again`);
+        if (c.fails) {
+          assert.ok("err" in got && got.err instanceof c.fails, `${what}: ${JSON.stringify(got)}`);
+          continue;
+        }
+        assert.ok("ok" in got && "ok" in want, `${what}: ${(got as { err: Error }).err}`);
+        assert.equal(got.ok.diffId, want.ok.diffId);
+        assert.deepEqual(got.ok.skipped, want.ok.skipped, what);
+        // The upper directories themselves (xattrs, whiteouts, opaque markers, copy-ups)...
+        assertSameTree(
+          withoutDeviceTimes(await treeWithNanos(early)),
+          withoutDeviceTimes(await treeWithNanos(late)),
+          `${what}: upper`,
+          { minEntries: 2 },
+        );
+        // ...and the merged view.
+        assertSameTree(
+          withoutDeviceTimes(await mergedTree([early, ...lowers])),
+          withoutDeviceTimes(await mergedTree([late, ...lowers])),
+          `${what}: merged`,
+          { minEntries: 5 },
+        );
+      }
+    }
+  },
+);
+
+parallelTest(
+  "unpackImage() in parallel gives layers that imply directories of the layers below the same snapshots as a sequential unpack",
+  async () => {
+    await using a = await root();
+    await using b = await root();
+    // Layer 1 on: implied parents that are odd directories below, nested, missing, listed
+    // later; layers 2 and 3 write through symlinks of layer 0 (applied again, on a worker or
+    // here); layer 4 has a hardlink to a lower file under an implied parent.
+    const tars = [
+      await createTar(oddLower()),
+      await createTar([
+        ...secondLower(),
+        file("opt/jvm/java/bin/x", "x"),
+        file("new/deep/f", "f"),
+        file("usr/lib/a/b", "b"),
+        dir("usr/lib/a", { mode: 0o700, uid: 2, mtime: T1, xattrs: userXattr("header-wins") }),
+      ]),
+      await createTar([file("opt/jvm/y", "y"), file("bin/tool", "t"), file("opt/z", "z")]),
+      await createTar([file("lib/x/y", "y"), file("gone/sub/f", "f")]),
+      await createTar([
+        file("opt/jvm/java/z", "z"),
+        { header: { name: "opt/h", type: "hardlink", linkname: "opt/jvm/lowerfile", uid: 4 } },
+      ]),
+    ];
+    const built = await writeLayout(join(a.dir, "layout"), tars, {
+      name: "example.com/strata/implied:1",
+    });
+    const seqRecord = await importLayout(a, built.layout);
+    const parRecord = await importLayout(b, built.layout);
+    const layers = await imageLayers(b.client.content, parRecord.target);
+    const chain = chainIds(layers.map((l) => l.diffId));
+    await unpackImage(a.client, seqRecord, { snapshotter: "overlayfs", parallel: false });
+    const fetcher = overlapFetcher(layers.map((l) => l.blob));
+    await unpackImage(b.client, parRecord, { snapshotter: "overlayfs", fetcher });
+    assert.deepEqual(await snapshotNames(b.client, "overlayfs"), [...chain].sort());
+    const [ua, ub] = [await uppers(a.client, chain), await uppers(b.client, chain)];
+    for (const [i, id] of chain.entries()) {
+      assertSameTree(
+        await strataTree(a.client, "overlayfs", id),
+        await strataTree(b.client, "overlayfs", id),
+        `layer ${i}, sequential vs parallel`,
+        { minEntries: 10 },
+      );
+      assertSameTree(
+        withoutDeviceTimes(ua[i]!),
+        withoutDeviceTimes(ub[i]!),
+        `upper of layer ${i}`,
+        { minEntries: 1 },
+      );
+    }
+  },
+);
