@@ -4,7 +4,7 @@ import type { MetadataDb } from "../metadata/db.ts";
 import type { Platform } from "../images/types.ts";
 import type { Mount } from "../mount/types.ts";
 import { FailedPrecondition } from "../errors.ts";
-import { isErrno } from "../sys/mod.ts";
+import { AT_FDCWD, isErrno, statx } from "../sys/mod.ts";
 import type {
   Capability,
   Kind,
@@ -17,7 +17,7 @@ import type {
 } from "./types.ts";
 import { SnapshotStorage } from "./storage.ts";
 import { copyDir } from "./_copy.ts";
-import { diskUsage } from "./_usage.ts";
+import { checkUsage, diskUsage, diskUsageAsync } from "./_usage.ts";
 
 /** Operating systems whose images the native snapshotter declares it can hold. */
 const NATIVE_OSES = ["linux", "windows", "darwin", "freebsd"] as const;
@@ -45,6 +45,18 @@ export const NATIVE_PLATFORMS: readonly Platform[] = NATIVE_OSES.flatMap((os) =>
     )
   )
 );
+
+/** Options of {@linkcode NativeSnapshotter.commit}. */
+export interface NativeCommitOptions extends SnapshotCommitOptions {
+  /**
+   * The disk usage of the active snapshot as {@linkcode NativeSnapshotter.usage} measured it
+   * after the last write to it: stored as it is instead of walking the directory again inside
+   * the commit. The unpacker measures a layer while the layer's `syncfs` runs, so that the
+   * commit after the sync is short. Giving a value measured before a later write stores a wrong
+   * usage.
+   */
+  usage?: Usage;
+}
 
 /** Options of the {@linkcode NativeSnapshotter} constructor. */
 export interface NativeSnapshotterOptions {
@@ -155,18 +167,24 @@ export class NativeSnapshotter implements Snapshotter {
 
   /**
    * Disk usage: the whole directory of an active snapshot (a full copy, so parents included),
-   * the value stored at commit for a committed one, zero for a view.
+   * the value stored at commit for a committed one, zero for a view. The walk of an active
+   * snapshot lets the event loop run every few thousand entries.
    *
    * @param key The key or name.
    * @returns Allocated bytes and inodes.
    * @throws {NotFound} When the snapshot does not exist.
    */
-  usage(key: string): Promise<Usage> {
-    return this.#run("get usage of snapshot", () => {
-      const { id, info, usage } = this.#storage.getInfo(key);
-      if (info.kind !== "active") return usage;
-      return this.#liveUsage(id, key, "get usage of");
-    });
+  async usage(key: string): Promise<Usage> {
+    const { id, info, usage } = await this.#run(
+      "get usage of snapshot",
+      () => this.#storage.getInfo(key),
+    );
+    if (info.kind !== "active") return usage;
+    try {
+      return await diskUsageAsync(this.#dir(id));
+    } catch (err) {
+      throw this.#missingError(err, id, key, "get usage of");
+    }
   }
 
   /**
@@ -209,22 +227,37 @@ export class NativeSnapshotter implements Snapshotter {
   }
 
   /**
-   * Commits active `key` as `name`, storing its disk usage; its directory stays where it is.
+   * Commits active `key` as `name`, storing its disk usage (measured here unless
+   * `options.usage` gives it); its directory stays where it is.
    *
    * @param name The committed name.
    * @param key The active key.
-   * @param options Labels of the committed snapshot and a parent for a parentless active.
+   * @param options Labels of the committed snapshot, a parent for a parentless active, and the
+   *   usage measured after the last write.
    * @throws {NotFound} When `key` does not exist.
    * @throws {AlreadyExists} When `name` exists.
    * @throws {FailedPrecondition} When `key` is not active, or its directory is missing (a prepare
    *   that crashed while copying).
+   * @throws {InvalidArgument} When `options.usage` holds negative or fractional numbers.
    */
-  commit(name: string, key: string, options: SnapshotCommitOptions = {}): Promise<void> {
+  commit(name: string, key: string, options: NativeCommitOptions = {}): Promise<void> {
     return this.#run("commit snapshot", () => {
+      if (options.usage !== undefined) checkUsage(options.usage, `commit snapshot "${key}"`);
       const { id, info } = this.#storage.getInfo(key);
-      const usage = info.kind === "active"
-        ? this.#liveUsage(id, key, "commit")
-        : { size: 0, inodes: 0 };
+      let usage: Usage = { size: 0, inodes: 0 };
+      if (info.kind === "active") {
+        try {
+          if (options.usage === undefined) {
+            usage = diskUsage(this.#dir(id));
+          } else {
+            // The directory must be there (a prepare that crashed while copying has none).
+            statx(AT_FDCWD, this.#dir(id), 0);
+            usage = { size: options.usage.size, inodes: options.usage.inodes };
+          }
+        } catch (err) {
+          throw this.#missingError(err, id, key, "commit");
+        }
+      }
       // The usage is measured outside the write transaction; the id guard makes sure the record
       // committed is the one measured.
       this.#storage.commitActive(key, name, {
@@ -344,17 +377,14 @@ export class NativeSnapshotter implements Snapshotter {
     }];
   }
 
-  #liveUsage(id: number, key: string, action: string): Usage {
-    try {
-      return diskUsage(this.#dir(id));
-    } catch (err) {
-      if (!isErrno(err, "ENOENT")) throw err;
-      throw new FailedPrecondition(
-        `Cannot ${action} snapshot "${key}": its directory "${
-          this.#dir(id)
-        }" is missing (a prepare was interrupted; remove the snapshot)`,
-      );
-    }
+  /** `err` as it is, or (the snapshot's directory is missing) the `FailedPrecondition` saying so. */
+  #missingError(err: unknown, id: number, key: string, action: string): unknown {
+    if (!isErrno(err, "ENOENT")) return err;
+    return new FailedPrecondition(
+      `Cannot ${action} snapshot "${key}": its directory "${
+        this.#dir(id)
+      }" is missing (a prepare was interrupted; remove the snapshot)`,
+    );
   }
 
   #create(kind: Kind, key: string, options: SnapshotCreateOptions): Mount[] {

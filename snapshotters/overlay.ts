@@ -16,7 +16,7 @@ import type {
   Usage,
 } from "./types.ts";
 import { SnapshotStorage, type StoredSnapshot } from "./storage.ts";
-import { diskUsage } from "./_usage.ts";
+import { checkUsage, diskUsage, diskUsageAsync } from "./_usage.ts";
 import {
   checkDType,
   inUserNamespace,
@@ -57,6 +57,18 @@ export const OVERLAY_PLATFORMS: readonly Platform[] = OVERLAY_ARCHITECTURES.flat
     variant === "" ? { os: "linux", architecture } : { os: "linux", architecture, variant }
   )
 );
+
+/** Options of {@linkcode OverlaySnapshotter.commit}. */
+export interface OverlayCommitOptions extends SnapshotCommitOptions {
+  /**
+   * The disk usage of the active snapshot as {@linkcode OverlaySnapshotter.usage} measured it
+   * after the last write to it: stored as it is instead of walking the upper directory again
+   * inside the commit. The unpacker measures a layer while the layer's `syncfs` runs, so that
+   * the commit after the sync is short. Giving a value measured before a later write stores a
+   * wrong usage.
+   */
+  usage?: Usage;
+}
 
 /** Options of {@linkcode OverlaySnapshotter.open}. */
 export interface OverlaySnapshotterOptions {
@@ -225,17 +237,19 @@ export class OverlaySnapshotter implements Snapshotter {
 
   /**
    * Disk usage: live for an active snapshot (its upper directory only), stored at commit for a
-   * committed one, zero for a view.
+   * committed one, zero for a view. The walk of an active snapshot lets the event loop run every
+   * few thousand entries.
    *
    * @param key The key or name.
    * @returns Allocated bytes and distinct inodes.
    * @throws {NotFound} When the snapshot does not exist.
    */
-  usage(key: string): Promise<Usage> {
-    return this.#run("get usage of snapshot", () => {
-      const { id, info, usage } = this.#storage.getInfo(key);
-      return info.kind === "active" ? diskUsage(this.#upper(id)) : usage;
-    });
+  async usage(key: string): Promise<Usage> {
+    const { id, info, usage } = await this.#run(
+      "get usage of snapshot",
+      () => this.#storage.getInfo(key),
+    );
+    return info.kind === "active" ? await diskUsageAsync(this.#upper(id)) : usage;
   }
 
   /**
@@ -273,21 +287,28 @@ export class OverlaySnapshotter implements Snapshotter {
   }
 
   /**
-   * Commits active `key` as `name` with the disk usage of its upper directory; the directory
-   * (and its `work` directory) stays in place under the same id.
+   * Commits active `key` as `name` with the disk usage of its upper directory (measured inside
+   * the commit unless `options.usage` gives it); the directory (and its `work` directory) stays
+   * in place under the same id.
    *
    * @param name The committed name.
    * @param key The active key.
-   * @param options Labels of the committed snapshot and a parent for a parentless active.
+   * @param options Labels of the committed snapshot, a parent for a parentless active, and the
+   *   usage measured after the last write.
    * @throws {NotFound} When `key` does not exist.
    * @throws {AlreadyExists} When `name` exists.
    * @throws {FailedPrecondition} When `key` is not active.
+   * @throws {InvalidArgument} When `options.usage` holds negative or fractional numbers.
    */
-  commit(name: string, key: string, options: SnapshotCommitOptions = {}): Promise<void> {
+  commit(name: string, key: string, options: OverlayCommitOptions = {}): Promise<void> {
     return this.#run("commit snapshot", () =>
       this.#db.transaction(() => {
+        if (options.usage !== undefined) checkUsage(options.usage, `commit snapshot "${key}"`);
         const { id } = this.#storage.getInfo(key);
-        const usage = diskUsage(this.#upper(id));
+        const usage = options.usage === undefined ? diskUsage(this.#upper(id)) : {
+          size: options.usage.size,
+          inodes: options.usage.inodes,
+        };
         this.#storage.commitActive(key, name, {
           usage,
           ...(options.labels === undefined ? {} : { labels: options.labels }),

@@ -5,6 +5,14 @@ import { FailedPrecondition } from "../errors.ts";
 import * as sys from "../sys/mod.ts";
 
 interface FsState {
+  /**
+   * The descriptor every syncfs of this file system uses, open from the first request on: a
+   * syncfs reports each writeback error of the file system that happened since its descriptor
+   * was opened (once), so one descriptor kept open also sees the errors of writebacks that were
+   * not its own (the kernel's background writeback) even when another process's syncfs saw
+   * them first.
+   */
+  fd: number | null;
   /** The syncfs running now. */
   running: Promise<void> | null;
   /** The one that starts when `running` ends, shared by everyone who asked meanwhile. */
@@ -26,7 +34,8 @@ export interface SyncQueueOptions {
 /**
  * Syncs file systems without blocking the event loop, one `syncfs` at a time per file system:
  * a request made while one runs joins the single call queued behind it (that one starts after
- * the request, so it covers everything written before the request).
+ * the request, so it covers everything written before the request). A descriptor per file
+ * system stays open until {@linkcode SyncQueue.close}.
  */
 export class SyncQueue {
   #fs = new Map<number, FsState>();
@@ -71,6 +80,36 @@ export class SyncQueue {
   }
 
   /**
+   * Opens the descriptor that syncs of the file system holding `dir` use, unless it is open: from
+   * now on they report every writeback error of that file system. Failures are left to the syncs.
+   *
+   * @param dir A directory on the file system.
+   */
+  track(dir: string): void {
+    try {
+      this.#open(this.#state(dir), dir);
+    } catch {
+      // The sync that counts will report it.
+    }
+  }
+
+  /**
+   * Waits for the syncs running or queued, then closes the descriptors; a later request opens
+   * them again.
+   *
+   * @returns A promise that resolves once they are closed (it never rejects).
+   */
+  async close(): Promise<void> {
+    for (const state of this.#fs.values()) {
+      while (state.running !== null || state.queued !== null) {
+        await Promise.allSettled([state.running, state.queued]);
+      }
+      if (state.fd !== null) sys.close(state.fd);
+      state.fd = null;
+    }
+  }
+
+  /**
    * Starts a `syncfs` of the file system holding `dir` unless one is running or queued: a head
    * start for the writeback of what is being written, so that a later {@linkcode sync} has less
    * left to flush. Its failure is kept and fails every later {@linkcode sync} of the file system.
@@ -90,30 +129,34 @@ export class SyncQueue {
     return true;
   }
 
-  /** Opens `dir` and syncs its file system; a failed sync (not a failed open) is kept. */
+  /** Syncs the file system of `dir`; a failed sync (not a failed open) is kept. */
   async #syncDir(dir: string, state: FsState): Promise<void> {
-    let fd: number;
-    try {
-      fd = sys.open(dir, sys.O_RDONLY | sys.O_DIRECTORY | sys.O_CLOEXEC);
-    } catch (err) {
-      throw syncError(dir, err);
-    }
+    const fd = this.#open(state, dir);
     try {
       await this.#syncfs(fd);
     } catch (err) {
       const failure = syncError(dir, err);
       state.failed ??= failure;
       throw failure;
-    } finally {
-      sys.close(fd);
     }
+  }
+
+  /** The file system's descriptor, opening `dir` when there is none; throws `FailedPrecondition`. */
+  #open(state: FsState, dir: string): number {
+    if (state.fd !== null) return state.fd;
+    try {
+      state.fd = sys.open(dir, sys.O_RDONLY | sys.O_DIRECTORY | sys.O_CLOEXEC);
+    } catch (err) {
+      throw syncError(dir, err);
+    }
+    return state.fd;
   }
 
   #state(dir: string): FsState {
     const dev = deviceOf(dir);
     let state = this.#fs.get(dev);
     if (state === undefined) {
-      state = { running: null, queued: null, failed: null };
+      state = { fd: null, running: null, queued: null, failed: null };
       this.#fs.set(dev, state);
     }
     return state;
@@ -160,10 +203,12 @@ export interface EarlyWritebackOptions {
 
 /**
  * Starts the writeback of an unpack's data while it is being written: every `intervalMs`, when
- * the process has dirtied `minBytes` since the last head start and no `syncfs` of the file system
- * is running or queued, a `syncfs` is started through the {@linkcode SyncQueue}. The page cache
- * would otherwise hold everything until the per-layer sync, which then has to write it all with
- * nothing left to overlap. These syncs are only a head start: each layer still waits for a
+ * the process has dirtied `minBytes` (default 64 MiB) since the last head start and no `syncfs`
+ * of the file system is running or queued, a `syncfs` is started through the
+ * {@linkcode SyncQueue}. The page cache would otherwise hold everything until the per-layer sync,
+ * which then has to write it all with nothing left to overlap. A `syncfs` also writes the
+ * metadata blocks (directories, bitmaps, inode tables) the writer is changing and makes it wait
+ * for them, so these are kept few. They are only a head start: each layer still waits for a
  * `syncfs` that started after its apply ended.
  */
 export class EarlyWriteback {
@@ -186,7 +231,7 @@ export class EarlyWriteback {
   constructor(queue: SyncQueue, options: EarlyWritebackOptions = {}) {
     this.#queue = queue;
     this.#intervalMs = options.intervalMs ?? 25;
-    this.#minBytes = options.minBytes ?? 16 * 1024 * 1024;
+    this.#minBytes = options.minBytes ?? 64 * 1024 * 1024;
     this.#written = options.written ?? processWrittenBytes;
   }
 
@@ -200,7 +245,10 @@ export class EarlyWriteback {
       this.#dirs.set(sys.stat(dir).dev, dir);
     } catch {
       // No head start for it; the sync that counts reports the problem.
+      return;
     }
+    // Writes start before any sync of it: their writeback errors must reach the syncs.
+    this.#queue.track(dir);
   }
 
   /**

@@ -19,7 +19,7 @@ import { LeaseManager, type LeaseResource, withLease } from "../leases/leases.ts
 import type { MetadataDb } from "../metadata/db.ts";
 import { singleBindSource } from "../mount/mod.ts";
 import type { Mount } from "../mount/types.ts";
-import type { Snapshotter } from "../snapshotters/types.ts";
+import type { SnapshotCommitOptions, Snapshotter, Usage } from "../snapshotters/types.ts";
 import { withKeyLock } from "./_lock.ts";
 import { EarlyWriteback, Limiter, SyncQueue } from "./_sync.ts";
 import { WorkerPool } from "./_worker_pool.ts";
@@ -66,8 +66,9 @@ export interface UnpackOptions {
    * call runs off the event loop, so the next layer goes on applying meanwhile (parallel mode);
    * calls on one file system are coalesced, each layer waiting for one that started after its
    * apply ended. No snapshot is committed before its data is on disk. While layers are prepared
-   * and applied, further syncs are started whenever 16 MiB more were written and none is running
-   * (a head start for the writeback), so that the sync each layer waits for has little left.
+   * and applied, further syncs are started whenever 64 MiB more were written and none is running
+   * (a head start for the writeback), so that the sync each layer waits for has little left. The
+   * usage each commit stores is measured while the layer's sync runs.
    */
   syncFs?: boolean;
   /**
@@ -302,6 +303,7 @@ async function unpackPinned(
     await Promise.allSettled(tasks);
     run.early?.close();
     run.pool?.close();
+    await syncs.close();
   }
   if (run.failed !== null) throw run.failed.err;
   for (const [i, task] of tasks.entries()) {
@@ -589,18 +591,30 @@ async function applyPrepared(
     // The next layer may apply while this one syncs and waits for its turn to commit.
     written();
     task.release();
-    if (run.syncFs && dir !== undefined) await run.syncs.sync(dir);
+    // The usage the commit stores (nothing writes the snapshot any more).
+    let usage: Usage | undefined;
+    if (run.syncFs && dir !== undefined) {
+      const synced = run.syncs.sync(dir);
+      synced.catch(() => {}); // Awaited below.
+      // Measured while the sync runs, instead of by the commit after it (which measures when
+      // this fails).
+      usage = await snapshotter.usage(key).catch(() => undefined);
+      await synced;
+    }
     try {
       await task.below;
     } catch {
       throw new Aborted();
     }
     task.abort.signal.throwIfAborted();
+    // `usage` is an option of the overlay and native snapshotters; others ignore it.
+    const commitOptions: SnapshotCommitOptions & { usage?: Usage } = {
+      labels,
+      ...(rebase ? { parent: task.parent! } : {}),
+      ...(usage === undefined ? {} : { usage }),
+    };
     try {
-      await snapshotter.commit(task.chainId, key, {
-        labels,
-        ...(rebase ? { parent: task.parent! } : {}),
-      });
+      await snapshotter.commit(task.chainId, key, commitOptions);
     } catch (err) {
       if (!(err instanceof AlreadyExists)) throw err;
       await snapshotter.remove(key); // Someone else committed this chain first: that is success.

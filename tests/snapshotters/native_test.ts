@@ -8,7 +8,7 @@ import {
   snapshotterNames,
 } from "../../snapshotters/registry.ts";
 import { SnapshotStorage } from "../../snapshotters/storage.ts";
-import { FailedPrecondition, NotFound } from "../../errors.ts";
+import { FailedPrecondition, InvalidArgument, NotFound } from "../../errors.ts";
 import { peerTest, runOk } from "../_peers.ts";
 
 interface Env {
@@ -136,6 +136,11 @@ Deno.test("NativeSnapshotter: an interrupted prepare cannot commit; remove clean
     Deno.mkdirSync(join(dir, "snapshots", `new-${id}`));
     Deno.writeTextFileSync(join(dir, "snapshots", `new-${id}`, "half"), "h");
     await assert.rejects(sn.commit("x", "crashed"), FailedPrecondition);
+    await assert.rejects(
+      sn.commit("x", "crashed", { usage: { size: 1, inodes: 1 } }),
+      FailedPrecondition,
+      "a given usage does not hide the missing directory",
+    );
     await assert.rejects(sn.usage("crashed"), FailedPrecondition);
     await assert.rejects(sn.stat("x"), NotFound);
     await sn.cleanup();
@@ -282,3 +287,29 @@ peerTest(
     }
   },
 );
+
+Deno.test("NativeSnapshotter.usage() of a copy counts the whole tree; commit stores a given usage", async () => {
+  await withNative(async ({ sn }) => {
+    const [a] = await sn.prepare("a");
+    // More entries than one slice of the usage walk (2048).
+    for (let d = 0; d < 3; d++) {
+      Deno.mkdirSync(join(a!.source, `d${d}`));
+      for (let f = 0; f < 800; f++) Deno.writeTextFileSync(join(a!.source, `d${d}`, `f${f}`), "x");
+    }
+    const measured = await sn.usage("a");
+    assert.equal(measured.inodes, 1 + 3 + 2400);
+    await sn.commit("base", "a");
+    assert.deepEqual(await sn.usage("base"), measured, "the commit measures what usage() did");
+    await sn.prepare("b", { parent: "base" });
+    assert.deepEqual((await sn.usage("b")).inodes, measured.inodes, "a full copy of the parent");
+    const given = { size: 4096, inodes: 3 };
+    await sn.commit("top", "b", { usage: given });
+    assert.deepEqual(await sn.usage("top"), given);
+    await sn.prepare("c");
+    await assert.rejects(
+      sn.commit("bad", "c", { usage: { size: 1.5, inodes: 1 } }),
+      (err) => err instanceof InvalidArgument && /not two non-negative integers/.test(err.message),
+    );
+    assert.equal((await sn.stat("c")).kind, "active");
+  });
+});

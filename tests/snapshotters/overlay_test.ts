@@ -469,3 +469,45 @@ peerTest(D_TYPE_TEST, {
     await run(["umount", mnt]);
   }
 });
+
+Deno.test("OverlaySnapshotter.usage() walks a large upper dir in slices; commit stores a given usage", async () => {
+  await using env = await open();
+  const { sn } = env;
+  const mounts = await sn.prepare("big-active");
+  const upper = join(sn.root, "snapshots", String(idOf(mounts)), "fs");
+  // More entries than one slice of the walk (2048), in nested directories, with hardlinks.
+  for (let d = 0; d < 5; d++) {
+    Deno.mkdirSync(join(upper, `d${d}`));
+    for (let f = 0; f < 500; f++) Deno.writeTextFileSync(join(upper, `d${d}`, `f${f}`), "x");
+  }
+  Deno.linkSync(join(upper, "d0", "f0"), join(upper, "link"));
+  Deno.writeFileSync(join(upper, "big"), new Uint8Array(1 << 20).fill(1));
+  // 1 root + 5 dirs + 2500 files + "big"; the link shares f0's inode.
+  const expected = await sn.usage("big-active");
+  assert.equal(expected.inodes, 2507);
+  assert.ok(expected.size >= (1 << 20) + 2500 * 4096, `size ${expected.size}`);
+  let turns = 0;
+  const timer = setInterval(() => turns++, 0);
+  try {
+    assert.deepEqual(await sn.usage("big-active"), expected);
+  } finally {
+    clearInterval(timer);
+  }
+  assert.ok(turns > 0, "the walk let the event loop run");
+
+  // A given usage is stored as it is; without one the commit measures.
+  const given = { size: 12345, inodes: 7 };
+  await sn.commit("big", "big-active", { usage: given });
+  assert.deepEqual(await sn.usage("big"), given);
+  await layer(sn, "measured", undefined, { a: "a" });
+  assert.equal((await sn.usage("measured")).inodes, 2);
+
+  await sn.prepare("bad-active");
+  for (const usage of [{ size: -1, inodes: 1 }, { size: 1, inodes: 0.5 }]) {
+    await assert.rejects(
+      sn.commit("bad", "bad-active", { usage }),
+      (err) => err instanceof InvalidArgument && /not two non-negative integers/.test(err.message),
+    );
+  }
+  assert.equal((await sn.stat("bad-active")).kind, "active", "a refused commit changes nothing");
+});

@@ -176,3 +176,46 @@ Deno.test("EarlyWriteback counts the process's dirtied bytes by default", async 
     end();
   }
 });
+
+Deno.test("SyncQueue keeps one descriptor per file system from track() until close()", async () => {
+  await using tmp = await makeTempDir({ prefix: "strata-kick-" });
+  await Deno.mkdir(`${tmp.path}/a`);
+  await Deno.mkdir(`${tmp.path}/b`);
+  const fake = new FakeSyncfs();
+  const q = new SyncQueue({ syncfs: fake.syncfs });
+  const opened = (fd: number) => {
+    try {
+      return Deno.readLinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      return undefined;
+    }
+  };
+  // Opened before any sync: writeback errors from then on reach the syncs.
+  q.track(`${tmp.path}/a`);
+  const first = q.sync(`${tmp.path}/a`);
+  await fake.settle(0);
+  await first;
+  // Another directory of the same file system: the same descriptor, still the first one's.
+  const second = q.sync(`${tmp.path}/b`);
+  await fake.settle(1);
+  await second;
+  const fd = fake.calls[0]!.fd;
+  assert.equal(fake.calls[1]!.fd, fd);
+  assert.equal(opened(fd), `${tmp.path}/a`);
+  // close() waits for a running sync before it closes the descriptor.
+  assert.equal(q.kick(`${tmp.path}/b`), true);
+  let closed = false;
+  const closing = q.close().then(() => closed = true);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(closed, false);
+  assert.equal(opened(fd), `${tmp.path}/a`);
+  await fake.settle(2);
+  await closing;
+  assert.notEqual(opened(fd), `${tmp.path}/a`);
+  // A later request opens a descriptor again.
+  const third = q.sync(`${tmp.path}/b`);
+  await fake.settle(3);
+  await third;
+  assert.equal(opened(fake.calls[3]!.fd), `${tmp.path}/b`);
+  await q.close();
+});
