@@ -31,6 +31,29 @@ export function intOption(name: string, text: string, min: number): number {
   return n;
 }
 
+/** The machine table's "load average at end" row (1, 5 and 15 minutes). */
+export function loadAverageRow(): [string, string] {
+  const [e1, e5, e15] = Deno.loadavg();
+  return ["load average at end", `${e1?.toFixed(2)} ${e5?.toFixed(2)} ${e15?.toFixed(2)}`];
+}
+
+/**
+ * The report's notes about the page cache: runs whose drop failed, or no drops asked for
+ * (`drop` false: `--no-drop-caches`).
+ */
+export function cacheNotes(
+  drop: boolean,
+  state: { dropped: boolean; dropFailed: boolean },
+): string[] {
+  if (!drop) return ["`--no-drop-caches`: runs read warm caches."];
+  if (!state.dropFailed) return [];
+  return [
+    state.dropped
+      ? "Dropping the page cache failed for some runs."
+      : "The page cache could not be dropped (not root?): runs read warm caches.",
+  ];
+}
+
 /** Removes a path and everything under it; a missing path is not an error. */
 export function rmrf(path: string): Promise<void> {
   return Deno.remove(path, { recursive: true }).catch(() => {});

@@ -21,11 +21,13 @@ import { Containerd, dropCaches, have, mustRun, Registry, run, type RunResult } 
 import { secs, summarise } from "./_report.ts";
 import { machine, peerVersions, quote } from "./_machine.ts";
 import {
+  cacheNotes,
   checkCommitted,
   checkNotEmpty,
   Daemons,
   exists,
   intOption,
+  loadAverageRow,
   log,
   mb,
   rmrf,
@@ -1032,8 +1034,7 @@ async function main(args: string[]): Promise<number> {
     if (!o.keep) await rmrf(scratch);
     Deno.removeSignalListener("SIGINT", onSignal);
   }
-  const [e1, e5, e15] = Deno.loadavg();
-  env.push(["load average at end", `${e1?.toFixed(2)} ${e5?.toFixed(2)} ${e15?.toFixed(2)}`]);
+  env.push(loadAverageRow());
   const busy = summarise(state.busy);
   const foreign = summarise(state.foreign);
   env.push([
@@ -1054,14 +1055,7 @@ async function main(args: string[]): Promise<number> {
         `processes using over ${pct(FOREIGN_LIMIT)} of the CPUs: those timings are noisier.`,
     );
   }
-  if (o.drop && state.dropFailed) {
-    notes.push(
-      state.dropped
-        ? "Dropping the page cache failed for some runs."
-        : "The page cache could not be dropped (not root?): runs read warm caches.",
-    );
-  }
-  if (!o.drop) notes.push("`--no-drop-caches`: runs read warm caches.");
+  notes.push(...cacheNotes(o.drop, state));
   const body = report(o, args, fixtures, env, all, notes, scratch, host);
   await Deno.writeTextFile(o.out, body);
   console.log(body);

@@ -27,7 +27,7 @@ import {
 import { dropCaches, mustRun, run, tail } from "./_proc.ts";
 import { secs, summarise } from "./_report.ts";
 import { machine, quote } from "./_machine.ts";
-import { checkCommitted, intOption, log, mb, rmrf } from "./_util.ts";
+import { cacheNotes, checkCommitted, intOption, loadAverageRow, log, mb, rmrf } from "./_util.ts";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BASE_NAME = "bench.local/strata-bench";
@@ -447,16 +447,8 @@ async function main(args: string[]): Promise<number> {
     await rmrf(scratch);
     Deno.removeSignalListener("SIGINT", onSignal);
   }
-  const [e1, e5, e15] = Deno.loadavg();
-  env.push(["load average at end", `${e1?.toFixed(2)} ${e5?.toFixed(2)} ${e15?.toFixed(2)}`]);
-  if (o.drop && state.dropFailed) {
-    notes.push(
-      state.dropped
-        ? "Dropping the page cache failed for some runs."
-        : "The page cache could not be dropped (not root?): runs read warm caches.",
-    );
-  }
-  if (!o.drop) notes.push("`--no-drop-caches`: runs read warm caches.");
+  env.push(loadAverageRow());
+  notes.push(...cacheNotes(o.drop, state));
   const body = report(o, args, fixtures, env, cases, notes, scratch);
   await Deno.writeTextFile(o.out, body);
   console.log(body);
