@@ -294,6 +294,67 @@ export async function makeFixturesFixture(
   return await layoutFixture(cache, `${join(out, "layout")}:${tag}`, options);
 }
 
+/**
+ * The fixture a `--layout` spec of the make-fixtures kind names: `DIR:TAG` is existing
+ * `make-fixtures.sh` output (or any OCI layout), a bare `TAG` the copy cached under `cache`
+ * (built with `options.script` when missing).
+ *
+ * @example
+ * ```ts ignore
+ * const f = await makeFixturesSpec("/tmp/fx", "/var/tmp/strata-fixtures/layout:app", {
+ *   script: "make-fixtures.sh",
+ *   log: console.error,
+ * });
+ * ```
+ *
+ * @param cache The cache directory.
+ * @param spec `DIR:TAG` or `TAG`.
+ * @param options The script's path and a logger.
+ * @returns The fixture.
+ */
+export async function makeFixturesSpec(
+  cache: string,
+  spec: string,
+  options: { script: string; log: (line: string) => void },
+): Promise<Fixture> {
+  return spec.includes(":")
+    ? await layoutFixture(cache, spec, options)
+    : await makeFixturesFixture(cache, spec, options);
+}
+
+/**
+ * `fixtures` plus, for each name in `options.double`, that fixture with its layers listed twice
+ * ({@linkcode doubledFixture}).
+ *
+ * @example
+ * ```ts ignore
+ * const all = await withDoubles("/tmp/fx", [app, many], { double: ["app"], log: console.error });
+ * ```
+ *
+ * @param cache The cache directory.
+ * @param fixtures The fixtures.
+ * @param options The names to double and a logger.
+ * @returns The fixtures, then the doubled ones.
+ * @throws {InvalidArgument} When a name to double is not one of the fixtures.
+ */
+export async function withDoubles(
+  cache: string,
+  fixtures: Fixture[],
+  options: { double: string[]; log: (line: string) => void },
+): Promise<Fixture[]> {
+  const out = [...fixtures];
+  for (const name of options.double) {
+    const f = fixtures.find((x) => x.name === name);
+    if (f === undefined) {
+      throw new InvalidArgument(
+        `Cannot double fixture "${name}": expected one of ${fixtures.map((x) => x.name)}`,
+      );
+    }
+    out.push(await doubledFixture(cache, f, options));
+  }
+  return out;
+}
+
 async function describe(
   dir: string,
   name: string,

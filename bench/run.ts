@@ -13,12 +13,12 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { FailedPrecondition, InvalidArgument, StrataError } from "../errors.ts";
 import {
-  doubledFixture,
   type Fixture,
   FIXTURE_TAG,
   layoutFixture,
-  makeFixturesFixture,
+  makeFixturesSpec,
   umociFixture,
+  withDoubles,
 } from "./_fixture.ts";
 import {
   Containerd,
@@ -181,32 +181,15 @@ async function loadFixtures(o: Options): Promise<Fixture[]> {
   if (o.fixture === "make-fixtures") {
     // DIR:TAG names existing make-fixtures.sh output; a bare TAG uses (or builds) the cached one.
     for (const spec of specs.length > 0 ? specs : ["app"]) {
-      fixtures.push(
-        spec.includes(":")
-          ? await layoutFixture(o.fixtures, spec, { log })
-          : await makeFixturesFixture(o.fixtures, spec, { script: MAKE_FIXTURES, log }),
-      );
+      fixtures.push(await makeFixturesSpec(o.fixtures, spec, { script: MAKE_FIXTURES, log }));
     }
-    return await withDoubles(o, fixtures);
+    return await withDoubles(o.fixtures, fixtures, { double: o.double, log });
   }
   for (const spec of specs) fixtures.push(await layoutFixture(o.fixtures, spec, { log }));
-  if (fixtures.length > 0) return await withDoubles(o, fixtures);
-  return [await umociFixture(o.fixtures, { layer1: o.layer1, layer2: o.layer2, log })];
-}
-
-/** The fixtures plus, for each name in `--double`, the same image with its layers twice. */
-async function withDoubles(o: Options, fixtures: Fixture[]): Promise<Fixture[]> {
-  const out = [...fixtures];
-  for (const name of o.double) {
-    const f = fixtures.find((x) => x.name === name);
-    if (f === undefined) {
-      throw new InvalidArgument(
-        `Cannot double fixture "${name}": expected one of ${fixtures.map((x) => x.name)}`,
-      );
-    }
-    out.push(await doubledFixture(o.fixtures, f, { log }));
+  if (fixtures.length > 0) {
+    return await withDoubles(o.fixtures, fixtures, { double: o.double, log });
   }
-  return out;
+  return [await umociFixture(o.fixtures, { layer1: o.layer1, layer2: o.layer2, log })];
 }
 
 async function machineRows(scratch: string): Promise<[string, string][]> {

@@ -17,13 +17,7 @@ import { parseArgs } from "node:util";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { FailedPrecondition, InvalidArgument, StrataError } from "../errors.ts";
-import {
-  doubledFixture,
-  type Fixture,
-  FIXTURE_TAG,
-  layoutFixture,
-  makeFixturesFixture,
-} from "./_fixture.ts";
+import { type Fixture, FIXTURE_TAG, makeFixturesSpec, withDoubles } from "./_fixture.ts";
 import { dropCaches, mustRun, run, tail } from "./_proc.ts";
 import { secs, summarise } from "./_report.ts";
 import { machine, quote } from "./_machine.ts";
@@ -167,23 +161,9 @@ async function loadFixtures(o: Options): Promise<Fixture[]> {
   await Deno.mkdir(o.fixtures, { recursive: true });
   const fixtures: Fixture[] = [];
   for (const spec of o.layout) {
-    fixtures.push(
-      spec.includes(":")
-        ? await layoutFixture(o.fixtures, spec, { log })
-        : await makeFixturesFixture(o.fixtures, spec, { script: MAKE_FIXTURES, log }),
-    );
+    fixtures.push(await makeFixturesSpec(o.fixtures, spec, { script: MAKE_FIXTURES, log }));
   }
-  const out = [...fixtures];
-  for (const name of o.double) {
-    const f = fixtures.find((x) => x.name === name);
-    if (f === undefined) {
-      throw new InvalidArgument(
-        `Cannot double fixture "${name}": expected one of ${fixtures.map((x) => x.name)}`,
-      );
-    }
-    out.push(await doubledFixture(o.fixtures, f, { log }));
-  }
-  return out;
+  return await withDoubles(o.fixtures, fixtures, { double: o.double, log });
 }
 
 /** Imports the fixture's image into a new root (untimed), to be copied for every run. */
