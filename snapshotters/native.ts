@@ -46,18 +46,6 @@ export const NATIVE_PLATFORMS: readonly Platform[] = NATIVE_OSES.flatMap((os) =>
   )
 );
 
-/** Options of {@linkcode NativeSnapshotter.commit}. */
-export interface NativeCommitOptions extends SnapshotCommitOptions {
-  /**
-   * The disk usage of the active snapshot as {@linkcode NativeSnapshotter.usage} measured it
-   * after the last write to it: stored as it is instead of walking the directory again inside
-   * the commit. The unpacker measures a layer while the layer's `syncfs` runs, so that the
-   * commit after the sync is short. Giving a value measured before a later write stores a wrong
-   * usage.
-   */
-  usage?: Usage;
-}
-
 /** Options of the {@linkcode NativeSnapshotter} constructor. */
 export interface NativeSnapshotterOptions {
   /** Receives what a copy tolerated (xattrs, owners or devices it could not copy). */
@@ -240,7 +228,7 @@ export class NativeSnapshotter implements Snapshotter {
    *   that crashed while copying).
    * @throws {InvalidArgument} When `options.usage` holds negative or fractional numbers.
    */
-  commit(name: string, key: string, options: NativeCommitOptions = {}): Promise<void> {
+  commit(name: string, key: string, options: SnapshotCommitOptions = {}): Promise<void> {
     return this.#run("commit snapshot", () => {
       if (options.usage !== undefined) checkUsage(options.usage, `commit snapshot "${key}"`);
       const { id, info } = this.#storage.getInfo(key);

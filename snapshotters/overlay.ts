@@ -58,18 +58,6 @@ export const OVERLAY_PLATFORMS: readonly Platform[] = OVERLAY_ARCHITECTURES.flat
   )
 );
 
-/** Options of {@linkcode OverlaySnapshotter.commit}. */
-export interface OverlayCommitOptions extends SnapshotCommitOptions {
-  /**
-   * The disk usage of the active snapshot as {@linkcode OverlaySnapshotter.usage} measured it
-   * after the last write to it: stored as it is instead of walking the upper directory again
-   * inside the commit. The unpacker measures a layer while the layer's `syncfs` runs, so that
-   * the commit after the sync is short. Giving a value measured before a later write stores a
-   * wrong usage.
-   */
-  usage?: Usage;
-}
-
 /** Options of {@linkcode OverlaySnapshotter.open}. */
 export interface OverlaySnapshotterOptions {
   /** Extra overlay mount options, placed after `lowerdir=` (never applied to bind mounts). */
@@ -300,7 +288,7 @@ export class OverlaySnapshotter implements Snapshotter {
    * @throws {FailedPrecondition} When `key` is not active.
    * @throws {InvalidArgument} When `options.usage` holds negative or fractional numbers.
    */
-  commit(name: string, key: string, options: OverlayCommitOptions = {}): Promise<void> {
+  commit(name: string, key: string, options: SnapshotCommitOptions = {}): Promise<void> {
     return this.#run("commit snapshot", () =>
       this.#db.transaction(() => {
         if (options.usage !== undefined) checkUsage(options.usage, `commit snapshot "${key}"`);

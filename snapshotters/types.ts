@@ -42,6 +42,14 @@ export interface SnapshotCommitOptions {
   labels?: Record<string, string>;
   /** Parent to set when the active snapshot has none (the `rebase` capability). */
   parent?: string;
+  /**
+   * The disk usage of the active snapshot as {@linkcode Snapshotter.usage} measured it after the
+   * last write to it: stored as it is instead of walking the snapshot again inside the commit
+   * (checked: two non-negative integers). The unpacker measures a layer while the layer's
+   * `syncfs` runs, so that the commit after the sync is short. A value measured before a later
+   * write stores a wrong usage.
+   */
+  usage?: Usage;
 }
 
 /** Options of {@linkcode Snapshotter.update}. */

@@ -607,8 +607,7 @@ async function applyPrepared(
       throw new Aborted();
     }
     task.abort.signal.throwIfAborted();
-    // `usage` is an option of the overlay and native snapshotters; others ignore it.
-    const commitOptions: SnapshotCommitOptions & { usage?: Usage } = {
+    const commitOptions: SnapshotCommitOptions = {
       labels,
       ...(rebase ? { parent: task.parent! } : {}),
       ...(usage === undefined ? {} : { usage }),
