@@ -6,6 +6,7 @@ import { pathToFileURL } from "node:url";
 import { type ApplyOptions, applyToMounts } from "../diff/apply.ts";
 import { reviveError, type SerializedError, serializeError } from "../errors.ts";
 import type { Mount } from "../mount/types.ts";
+import { collectBetweenLayers } from "./_gc.ts";
 import type { FromWorker, ToWorker } from "./_worker_pool.ts";
 
 /**
@@ -59,6 +60,7 @@ async function apply(
     post({ type: "error", id, error: serializeError(err) });
   } finally {
     job = null;
+    collectBetweenLayers();
   }
 }
 

@@ -20,6 +20,7 @@ import type { MetadataDb } from "../metadata/db.ts";
 import { singleBindSource } from "../mount/mod.ts";
 import type { Mount } from "../mount/types.ts";
 import type { SnapshotCommitOptions, Snapshotter, Usage } from "../snapshotters/types.ts";
+import { collectBetweenLayers } from "./_gc.ts";
 import { withKeyLock } from "./_lock.ts";
 import { EarlyWriteback, Limiter, SyncQueue } from "./_sync.ts";
 import { WorkerPool } from "./_worker_pool.ts";
@@ -591,6 +592,8 @@ async function applyPrepared(
     // The next layer may apply while this one syncs and waits for its turn to commit.
     written();
     task.release();
+    // The heap back to its live size (see _gc.ts).
+    collectBetweenLayers();
     // The usage the commit stores (nothing writes the snapshot any more).
     let usage: Usage | undefined;
     if (run.syncFs && dir !== undefined) {
