@@ -323,19 +323,19 @@ export async function makeFixturesSpec(
 }
 
 /**
- * `fixtures` plus, for each name in `options.double`, that fixture with its layers listed twice
- * ({@linkcode doubledFixture}).
+ * `fixtures` plus, for each entry of `options.double`, that fixture with its layers listed
+ * several times ({@linkcode doubledFixture}): `NAME` lists them twice, `NAME:N` N times.
  *
  * @example
  * ```ts ignore
- * const all = await withDoubles("/tmp/fx", [app, many], { double: ["app"], log: console.error });
+ * const all = await withDoubles("/tmp/fx", [app, many], { double: ["app", "app:8"], log: console.error });
  * ```
  *
  * @param cache The cache directory.
  * @param fixtures The fixtures.
- * @param options The names to double and a logger.
- * @returns The fixtures, then the doubled ones.
- * @throws {InvalidArgument} When a name to double is not one of the fixtures.
+ * @param options The names to repeat (`NAME` or `NAME:N`) and a logger.
+ * @returns The fixtures, then the repeated ones.
+ * @throws {InvalidArgument} When a name is not one of the fixtures or N is not an integer >= 2.
  */
 export async function withDoubles(
   cache: string,
@@ -343,14 +343,21 @@ export async function withDoubles(
   options: { double: string[]; log: (line: string) => void },
 ): Promise<Fixture[]> {
   const out = [...fixtures];
-  for (const name of options.double) {
+  for (const spec of options.double) {
+    const [name, count] = spec.split(":");
     const f = fixtures.find((x) => x.name === name);
     if (f === undefined) {
       throw new InvalidArgument(
         `Cannot double fixture "${name}": expected one of ${fixtures.map((x) => x.name)}`,
       );
     }
-    out.push(await doubledFixture(cache, f, options));
+    const times = count === undefined ? 2 : Number(count);
+    if (!Number.isInteger(times) || times < 2) {
+      throw new InvalidArgument(
+        `Cannot repeat fixture "${name}" ${count} times: expected an integer of at least 2`,
+      );
+    }
+    out.push(await doubledFixture(cache, f, { ...options, times }));
   }
   return out;
 }
@@ -376,10 +383,10 @@ async function describe(
 }
 
 /**
- * A fixture twice as big as `fixture`: the same image with its layers listed twice (layers
- * `1..n, 1..n`, so every layer is applied twice on top of the first copy), written as an OCI
- * layout sharing the blobs (hard links) and normalised like any layout. Its name is
- * `<name>-x2`.
+ * A fixture twice (or `options.times`) as big as `fixture`: the same image with its layers listed
+ * twice (layers `1..n, 1..n`, so every layer is applied again on top of the first copy), written
+ * as an OCI layout sharing the blobs (hard links) and normalised like any layout. Its name is
+ * `<name>-x2` (`<name>-x<times>`).
  *
  * @example
  * ```ts ignore
@@ -388,15 +395,16 @@ async function describe(
  *
  * @param cache The cache directory.
  * @param fixture The fixture to double.
- * @param options A logger.
+ * @param options A logger, and how many times to list the layers (default 2).
  * @returns The doubled fixture.
  */
 export async function doubledFixture(
   cache: string,
   fixture: Fixture,
-  options: { log: (line: string) => void },
+  options: { log: (line: string) => void; times?: number },
 ): Promise<Fixture> {
-  const name = `${fixture.name}-x2`;
+  const times = options.times ?? 2;
+  const name = `${fixture.name}-x${times}`;
   const src = fixture.layout;
   const dir = join(cache, `source-${name}-${basename(dirname(src))}`);
   const blobs = join(dir, "blobs", "sha256");
@@ -417,9 +425,10 @@ export async function doubledFixture(
     await Deno.writeFile(join(blobs, digest.slice("sha256:".length)), bytes);
     return { digest, size: bytes.length };
   };
-  config.rootfs.diff_ids = [...config.rootfs.diff_ids, ...config.rootfs.diff_ids];
+  const repeat = <T>(list: T[]): T[] => Array.from({ length: times }, () => list).flat();
+  config.rootfs.diff_ids = repeat(config.rootfs.diff_ids);
   delete config.history;
-  manifest.layers = [...manifest.layers, ...manifest.layers];
+  manifest.layers = repeat(manifest.layers);
   manifest.config = { ...manifest.config, ...(await put(config)) };
   const m = await put(manifest);
   await Deno.writeTextFile(

@@ -74,7 +74,8 @@ Options:
                       /usr/lib/python3,/usr/lib/python3.11,/usr/lib/node_modules,/usr/lib/gcc)
   --layer2 PATHS      umoci fixture, layer 2 (default /usr/include)
   --double NAMES      Also run apply and unpack on these fixtures with their layers listed twice
-                      (an image twice the size, named NAME-x2; comma-separated)
+                      (an image twice the size, named NAME-x2; comma-separated); NAME:N lists
+                      them N times (NAME-xN)
   --strata CMD        The strata command (default: deno run --allow-all --no-lock <repo>/cli.ts)
   --no-drop-caches    Do not drop the page cache between runs
   --keep              Keep the scratch directory

@@ -50,7 +50,7 @@ Options:
                       comma-separated; a bare TAG uses (or builds) shared/tools/make-fixtures.sh
                       output cached under --fixtures (debootstrap from the Debian mirror, slow)
   --double NAMES      Also run these fixtures with their layers listed twice (an image twice the
-                      size, named NAME-x2; comma-separated)
+                      size, named NAME-x2; comma-separated); NAME:N lists them N times (NAME-xN)
   --snapshotters LIST Comma-separated snapshotters (default overlayfs,native)
   --modes LIST        overlayfs modes, comma-separated (default parallel,sequential);
                       sequential = --no-parallel; native runs once, without a mode flag
