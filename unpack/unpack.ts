@@ -563,11 +563,14 @@ async function applyPrepared(
       applyOptions.reopen = () => pathToFileURL(run.content.blobPath(task.blob.digest));
     }
     let result;
+    // Whether this thread applies the layer (and makes its garbage).
+    let here = false;
     try {
       await run.content.info(task.blob.digest).catch((err) => {
         throw missing(err);
       });
       if (run.pool === undefined || !run.pool.hasRoom) {
+        here = true;
         // The blob file itself: a big compressed one is decompressed on a worker thread.
         const source = pathToFileURL(run.content.blobPath(task.blob.digest));
         result = await applyToMounts(source, mounts, applyOptions);
@@ -592,8 +595,9 @@ async function applyPrepared(
     // The next layer may apply while this one syncs and waits for its turn to commit.
     written();
     task.release();
-    // The heap back to its live size (see _gc.ts).
-    collectBetweenLayers();
+    // The heap back to its live size (see _gc.ts); not while this thread applies another layer
+    // (a worker's layer ended), where the collection would hold that apply up.
+    if (here) collectBetweenLayers();
     // The usage the commit stores (nothing writes the snapshot any more).
     let usage: Usage | undefined;
     if (run.syncFs && dir !== undefined) {
