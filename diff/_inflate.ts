@@ -32,6 +32,45 @@ export interface InflateResult {
 /** Buffers in flight between the threads: how far decompression may run ahead of the tar. */
 const SLOTS = 16;
 
+/** Holders of {@linkcode keepInflateWorkers}. */
+let holds = 0;
+/** Workers that finished a layer, kept for the next one while someone holds them. */
+const idle: Worker[] = [];
+
+/**
+ * Keeps the decompression workers of finished layers for the next layers of this thread until the
+ * returned function is called (an unpack holds them from its first layer to its end). Starting
+ * and ending a worker per layer costs time and leaves about half a MiB of C heap behind each time
+ * (measured: 0.6 MiB per layer, see BENCHMARKS.md); an idle worker, though, keeps the process
+ * alive, so they are only kept while held.
+ *
+ * @returns Ends the hold; the last one ends the idle workers. Calling it again does nothing.
+ */
+export function keepInflateWorkers(): () => void {
+  holds++;
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    if (--holds === 0) { for (const worker of idle.splice(0)) worker.terminate(); }
+  };
+}
+
+/** An idle worker, or a new one. */
+function takeWorker(): Worker {
+  return idle.pop() ??
+    new Worker(new URL("./_inflate_worker.ts", import.meta.url), { type: "module" });
+}
+
+/** Keeps `worker` for the next layer when it finished its stream and is held; ends it otherwise. */
+function putWorker(worker: Worker, finished: boolean): void {
+  worker.onmessage = null;
+  worker.onerror = null;
+  worker.onmessageerror = null;
+  if (finished && holds > 0) idle.push(worker);
+  else worker.terminate();
+}
+
 /**
  * The decompressed bytes of a gzip or zstd file, decompressed and hashed on a worker thread.
  * Each chunk is valid until the next one is asked for (its buffer then goes back to the worker),
@@ -48,9 +87,9 @@ export class OffThreadInflate implements AsyncIterable<Uint8Array> {
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
-    const worker = new Worker(new URL("./_inflate_worker.ts", import.meta.url), {
-      type: "module",
-    });
+    const worker = takeWorker();
+    // Set once the worker has sent everything: only then can it take another file.
+    let finished = false;
     const queue: FromInflater[] = [];
     let wake: (() => void) | null = null;
     const push = (message: FromInflater): void => {
@@ -77,6 +116,7 @@ export class OffThreadInflate implements AsyncIterable<Uint8Array> {
         const message = queue.shift()!;
         if (message.type === "error") throw reviveError(message.error);
         if (message.type === "done") {
+          finished = true;
           const { compressedDigest, compressedSize, size } = message;
           const diffId = `sha256:${hash.digest("hex")}`;
           this.result = { compressedDigest, compressedSize, diffId, size };
@@ -93,7 +133,7 @@ export class OffThreadInflate implements AsyncIterable<Uint8Array> {
         lent = null;
       }
     } finally {
-      worker.terminate();
+      putWorker(worker, finished);
     }
   }
 }

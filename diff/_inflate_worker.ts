@@ -51,7 +51,9 @@ async function* readFile(
 }
 
 async function inflate(path: string, slots: number): Promise<void> {
-  for (let i = 0; i < slots; i++) free.push(new ArrayBuffer(READ_CHUNK));
+  // A worker kept for another file has every buffer back already (the main thread returned them
+  // before it sent this file).
+  while (free.length < slots) free.push(new ArrayBuffer(READ_CHUNK));
   const compressedHash = createHash("sha256");
   let compressedSize = 0;
   let size = 0;

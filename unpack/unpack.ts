@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import process from "node:process";
 import type { ContentStore } from "../content/mod.ts";
 import { type ApplyOptions, applyToMounts } from "../diff/apply.ts";
+import { keepInflateWorkers } from "../diff/_inflate.ts";
 import { AlreadyExists, FailedPrecondition, isNotFound, NotFound } from "../errors.ts";
 import {
   chainIds,
@@ -251,6 +252,8 @@ async function unpackPinned(
     // isolate less keeps the peak memory down.
     pool: parallel ? new WorkerPool(cores - 1) : undefined,
   };
+  // One decompression worker serves this thread's layers one after the other.
+  const releaseInflaters = keepInflateWorkers();
   const limiter = new Limiter(parallel ? cores : 1);
   const tasks: Promise<boolean>[] = [];
   // Settles when chain[i - 1] is committed (or already was); rejects when that layer failed.
@@ -302,6 +305,7 @@ async function unpackPinned(
     }
   } finally {
     await Promise.allSettled(tasks);
+    releaseInflaters();
     run.early?.close();
     run.pool?.close();
     await syncs.close();
