@@ -36,6 +36,29 @@ export function quote(arg: string): string {
   return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;
 }
 
+/**
+ * The head of a report: the command that made it (with, after `=`, the same command spelled
+ * otherwise, such as the script behind a `deno task`), where it ran, and the machine table.
+ *
+ * @param command The command, as argv.
+ * @param options The other spelling, the repository it ran from and the rows of {@linkcode machine}.
+ * @returns Markdown lines.
+ */
+export function reportHead(
+  command: string[],
+  options: { alias?: string[]; repo: string; machine: [string, string][] },
+): string[] {
+  const line = (argv: string[]) => argv.map(quote).join(" ");
+  const alias = options.alias === undefined ? "" : ` (= \`${line(options.alias)}\`)`;
+  return [
+    `Command: \`${line(command)}\`${alias}, run from \`${options.repo}\`.`,
+    "",
+    "| machine | |",
+    "|---|---|",
+    ...options.machine.map(([k, v]) => `| ${k} | ${v.replaceAll("|", "\\|")} |`),
+  ];
+}
+
 /** Options of {@linkcode machine}. */
 export interface MachineOptions {
   /** The Strata checkout (for its revision). */

@@ -1,11 +1,34 @@
 // Small helpers every benchmark script uses: logging, clean-up, result checks and the daemons
 // to stop when a run ends or is interrupted.
-import { FailedPrecondition, InvalidArgument } from "../errors.ts";
+import { FailedPrecondition, InvalidArgument, StrataError } from "../errors.ts";
 import type { Containerd, Registry } from "./_proc.ts";
 
 /** Progress goes to stderr, so that stdout stays the report. */
 export function log(line: string): void {
   console.error(line);
+}
+
+/** Writes a report to `out` and stdout. */
+export async function writeReport(out: string, body: string): Promise<void> {
+  await Deno.writeTextFile(out, body);
+  console.log(body);
+  log(`wrote the report to ${out}`);
+}
+
+/**
+ * Runs a script's `main` and exits with its status; an error is printed after `name` and exits
+ * with its Strata exit code (1 for others).
+ */
+export async function runMain(
+  name: string,
+  main: (args: string[]) => Promise<number>,
+): Promise<never> {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    console.error(`${name}: ${e instanceof Error ? e.message : String(e)}`);
+    Deno.exit(e instanceof StrataError ? e.exitCode : 1);
+  }
 }
 
 /** Whether a path exists (without following a final symlink). */

@@ -15,11 +15,11 @@
 import { parseArgs } from "node:util";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { FailedPrecondition, InvalidArgument, StrataError } from "../errors.ts";
+import { FailedPrecondition, InvalidArgument } from "../errors.ts";
 import { type Fixture, FIXTURE_TAG, layoutFixture, makeFixturesFixture } from "./_fixture.ts";
 import { Containerd, dropCaches, have, mustRun, Registry, run, type RunResult } from "./_proc.ts";
 import { secs, summarise } from "./_report.ts";
-import { machine, peerVersions, quote } from "./_machine.ts";
+import { machine, peerVersions, quote, reportHead } from "./_machine.ts";
 import {
   cacheNotes,
   checkCommitted,
@@ -31,6 +31,8 @@ import {
   log,
   mb,
   rmrf,
+  runMain,
+  writeReport,
 } from "./_util.ts";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -880,7 +882,6 @@ function report(
   scratch: string,
   host: string,
 ): string {
-  const cmd = ["deno", "run", "--allow-all", "bench/pull.ts", ...args].map(quote).join(" ");
   const method = `Method: ${o.runs} run${o.runs === 1 ? "" : "s"} per contender and fixture, ` +
     `the contenders alternating (one run of each in turn, then again); ${
       o.drop && !notes.some((n) => n.includes("could not"))
@@ -923,11 +924,10 @@ function report(
     `being extracted (or waiting on its syncfs); download ∥ extract = time both were going on; ` +
     `exit = the wall clock of the command.`;
   const lines = [
-    `Command: \`${cmd}\`, run from \`${REPO}\`.`,
-    "",
-    "| machine | |",
-    "|---|---|",
-    ...env.map(([k, v]) => `| ${k} | ${v.replaceAll("|", "\\|")} |`),
+    ...reportHead(["deno", "run", "--allow-all", "bench/pull.ts", ...args], {
+      repo: REPO,
+      machine: env,
+    }),
     "",
     "Fixtures (`shared/tools/make-fixtures.sh`):",
     "",
@@ -1057,17 +1057,8 @@ async function main(args: string[]): Promise<number> {
   }
   notes.push(...cacheNotes(o.drop, state));
   const body = report(o, args, fixtures, env, all, notes, scratch, host);
-  await Deno.writeTextFile(o.out, body);
-  console.log(body);
-  log(`wrote the report to ${o.out}`);
+  await writeReport(o.out, body);
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (e) {
-    console.error(`bench/pull: ${e instanceof Error ? e.message : String(e)}`);
-    Deno.exit(e instanceof StrataError ? e.exitCode : 1);
-  }
-}
+if (import.meta.main) await runMain("bench/pull", main);

@@ -11,7 +11,7 @@
 import { parseArgs } from "node:util";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { FailedPrecondition, InvalidArgument, StrataError } from "../errors.ts";
+import { FailedPrecondition, InvalidArgument } from "../errors.ts";
 import {
   type Fixture,
   FIXTURE_TAG,
@@ -31,7 +31,7 @@ import {
   tail,
 } from "./_proc.ts";
 import { replaceResults, resultsTable, type Series } from "./_report.ts";
-import { machine, peerVersions, quote } from "./_machine.ts";
+import { machine, peerVersions, quote, reportHead } from "./_machine.ts";
 import {
   cacheNotes,
   checkCommitted,
@@ -42,6 +42,7 @@ import {
   log,
   mb,
   rmrf,
+  runMain,
 } from "./_util.ts";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -852,15 +853,12 @@ function report(
     dirname(x.layout),
     fixtures.length === 1 ? "$FIXTURE" : `$FIXTURE_${x.name}`,
   ]);
-  const cmd = ["deno", "task", "bench", ...args].map(quote).join(" ");
   const lines = [
-    `Command: \`${cmd}\` (= \`deno run --allow-all bench/run.ts${
-      args.length ? " " + args.map(quote).join(" ") : ""
-    }\`), run from \`${REPO}\`.`,
-    "",
-    "| machine | |",
-    "|---|---|",
-    ...env.map(([k, v]) => `| ${k} | ${v.replaceAll("|", "\\|")} |`),
+    ...reportHead(["deno", "task", "bench", ...args], {
+      alias: ["deno", "run", "--allow-all", "bench/run.ts", ...args],
+      repo: REPO,
+      machine: env,
+    }),
     "",
     ...(fixtures.length === 1
       ? [`Fixture: ${describeFixture(f)}`]
@@ -907,11 +905,4 @@ function report(
   return lines.join("\n");
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (e) {
-    console.error(`bench: ${e instanceof Error ? e.message : String(e)}`);
-    Deno.exit(e instanceof StrataError ? e.exitCode : 1);
-  }
-}
+if (import.meta.main) await runMain("bench", main);

@@ -16,12 +16,22 @@
 import { parseArgs } from "node:util";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { FailedPrecondition, InvalidArgument, StrataError } from "../errors.ts";
+import { FailedPrecondition, InvalidArgument } from "../errors.ts";
 import { type Fixture, FIXTURE_TAG, makeFixturesSpec, withDoubles } from "./_fixture.ts";
 import { dropCaches, mustRun, run, tail } from "./_proc.ts";
 import { secs, summarise } from "./_report.ts";
-import { machine, quote } from "./_machine.ts";
-import { cacheNotes, checkCommitted, intOption, loadAverageRow, log, mb, rmrf } from "./_util.ts";
+import { machine, quote, reportHead } from "./_machine.ts";
+import {
+  cacheNotes,
+  checkCommitted,
+  intOption,
+  loadAverageRow,
+  log,
+  mb,
+  rmrf,
+  runMain,
+  writeReport,
+} from "./_util.ts";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BASE_NAME = "bench.local/strata-bench";
@@ -336,7 +346,6 @@ function report(
   notes: string[],
   scratch: string,
 ): string {
-  const cmd = ["deno", "run", "--allow-all", "bench/sync_cost.ts", ...args].map(quote).join(" ");
   const method = `Method: ${o.runs} round${o.runs === 1 ? "" : "s"}, each running every case's ` +
     `two variants back to back (no-sync first in rounds 1, 3, 5, …, sync-fs first in rounds ` +
     `2, 4, …), each run in a fresh \`cp -a\` copy of a root where the ` +
@@ -350,13 +359,11 @@ function report(
     `percentiles; the last column divides sync-fs by no-sync plus its following \`sync\` ` +
     `(equal durability); ratios ≤ ${TARGET} (the target) are in bold.`;
   const lines = [
-    `Command: \`${cmd}\` (= \`deno task bench:sync${
-      args.length ? " " + args.map(quote).join(" ") : ""
-    }\`), run from \`${REPO}\`.`,
-    "",
-    "| machine | |",
-    "|---|---|",
-    ...env.map(([k, v]) => `| ${k} | ${v.replaceAll("|", "\\|")} |`),
+    ...reportHead(["deno", "run", "--allow-all", "bench/sync_cost.ts", ...args], {
+      alias: ["deno", "task", "bench:sync", ...args],
+      repo: REPO,
+      machine: env,
+    }),
     "",
     "Fixtures:",
     "",
@@ -430,17 +437,8 @@ async function main(args: string[]): Promise<number> {
   env.push(loadAverageRow());
   notes.push(...cacheNotes(o.drop, state));
   const body = report(o, args, fixtures, env, cases, notes, scratch);
-  await Deno.writeTextFile(o.out, body);
-  console.log(body);
-  log(`wrote the report to ${o.out}`);
+  await writeReport(o.out, body);
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (e) {
-    console.error(`bench/sync_cost: ${e instanceof Error ? e.message : String(e)}`);
-    Deno.exit(e instanceof StrataError ? e.exitCode : 1);
-  }
-}
+if (import.meta.main) await runMain("bench/sync_cost", main);
