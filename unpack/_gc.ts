@@ -9,7 +9,7 @@
 // what was live after the last collection (and more than 16 MB), a memory-reducing full
 // collection (V8's "last resort" one, which also gives the emptied pages and young generation
 // back) brings it to its live size, so the peak no longer depends on how many layers an image
-// has. It takes a few milliseconds at this live size, and is skipped while the heap is small.
+// has. It takes 15-25 ms at this live size, and is skipped while the heap is small.
 //
 // `gc` is V8's `--expose-gc` function: the flag is set at run time and the function taken from a
 // fresh context, which is the only way to reach it from Deno without a command-line flag. When
