@@ -76,7 +76,13 @@ export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 let symbols: Libc | undefined;
 let loadError: NotImplemented | undefined;
-let errnoView: Deno.UnsafePointerView | undefined;
+/**
+ * The calling thread's errno as a one-element view over libc's thread-local variable (zero until
+ * libc is loaded). Read it as `errnoCell[0]` right after a call returned -1: an element read runs
+ * no function and allocates nothing, so nothing can run in between and overwrite errno, which a
+ * function call (even `errno()`) cannot promise.
+ */
+export let errnoCell: Int32Array = new Int32Array(1);
 
 /** Syscall numbers that glibc has no wrapper for (the same on x86_64 and aarch64). */
 export const SYS_OPENAT2 = 437n;
@@ -116,14 +122,17 @@ function load(): Libc {
   // errno lives at a fixed address per thread; JS of this isolate always runs on one thread.
   const ptr = lib.symbols.__errno_location();
   if (ptr === null) throw new NotImplemented("Cannot call libc: __errno_location returned NULL");
-  errnoView = new Deno.UnsafePointerView(ptr);
+  errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(ptr, 4));
   symbols = lib.symbols;
   return symbols;
 }
 
-/** Reads errno of the calling thread; call it right after a libc call returned -1. */
+/**
+ * Reads errno of the calling thread. Error paths read {@linkcode errnoCell} instead, with no call
+ * in between; this is for checks that can afford the call.
+ */
 export function errno(): number {
-  return errnoView === undefined ? 0 : errnoView.getInt32();
+  return errnoCell[0]!;
 }
 
 /** Returns libc's description of an errno number, or "" when libc is not loaded. */

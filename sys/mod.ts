@@ -34,7 +34,15 @@
  */
 
 import { InvalidArgument } from "../errors.ts";
-import { cstr, cstrOnce, errno, libc, SYS_GETDENTS64, SYS_MKNODAT, SYS_OPENAT2 } from "./_libc.ts";
+import {
+  cstr,
+  cstrOnce,
+  errnoCell,
+  libc,
+  SYS_GETDENTS64,
+  SYS_MKNODAT,
+  SYS_OPENAT2,
+} from "./_libc.ts";
 import { errnoNumber, SysError, type SysErrorOptions } from "./errno.ts";
 import {
   AT_EMPTY_PATH,
@@ -95,9 +103,14 @@ export interface OpenHow {
   resolve?: number;
 }
 
-function fail(call: string, where: SysErrorOptions): SysError {
-  // errno first: nothing may run between the failed call and this read.
-  const n = errno();
+/**
+ * The error of a failed call. `n` is the calling thread's errno, read by the caller as
+ * `errnoCell[0]` right after the call returned -1 and before anything else: before the object
+ * naming the path is made, and before any function is entered. Entering a function lets V8 handle
+ * pending interrupts (a garbage collection step, finished compilation jobs), and native code run
+ * there may overwrite errno.
+ */
+function fail(n: number, call: string, where: SysErrorOptions): SysError {
   return new SysError(n, call, where);
 }
 
@@ -120,7 +133,7 @@ function fail(call: string, where: SysErrorOptions): SysError {
  */
 export function open(path: string, flags: number, mode: number = 0o644): number {
   const fd = libc().openat(AT_FDCWD, cstr(path, 0, "open"), flags, mode);
-  if (fd === -1) throw fail("open", { path });
+  if (fd === -1) throw fail(errnoCell[0]!, "open", { path });
   return fd;
 }
 
@@ -142,7 +155,7 @@ export function open(path: string, flags: number, mode: number = 0o644): number 
  */
 export function openat(dirfd: number, path: string, flags: number, mode: number = 0o644): number {
   const fd = libc().openat(dirfd, cstr(path, 0, "openat"), flags, mode);
-  if (fd === -1) throw fail("openat", { path });
+  if (fd === -1) throw fail(errnoCell[0]!, "openat", { path });
   return fd;
 }
 
@@ -177,7 +190,7 @@ export function openat2(dirfd: number, path: string, how: OpenHow): number {
     openHow,
     24n,
   );
-  if (fd === -1n) throw fail("openat2", { path });
+  if (fd === -1n) throw fail(errnoCell[0]!, "openat2", { path });
   return Number(fd);
 }
 
@@ -193,7 +206,7 @@ export function openat2(dirfd: number, path: string, how: OpenHow): number {
  * @param fd The descriptor to close.
  */
 export function close(fd: number): void {
-  if (libc().close(fd) === -1) throw fail("close", { fd });
+  if (libc().close(fd) === -1) throw fail(errnoCell[0]!, "close", { fd });
 }
 
 // --- creating, linking, removing ----------------------------------------------------------------
@@ -213,7 +226,7 @@ export function close(fd: number): void {
  */
 export function mkdirat(dirfd: number, path: string, mode: number): void {
   if (libc().mkdirat(dirfd, cstr(path, 0, "mkdirat"), mode) === -1) {
-    throw fail("mkdirat", { path });
+    throw fail(errnoCell[0]!, "mkdirat", { path });
   }
 }
 
@@ -239,7 +252,7 @@ export function mknodat(dirfd: number, path: string, mode: number, dev: number):
   const rc = lib.mknodat !== null
     ? lib.mknodat(dirfd, p, mode, BigInt(dev))
     : Number(lib.syscall_mknodat(SYS_MKNODAT, BigInt(dirfd), p, BigInt(mode), BigInt(dev)));
-  if (rc === -1) throw fail("mknodat", { path });
+  if (rc === -1) throw fail(errnoCell[0]!, "mknodat", { path });
 }
 
 /**
@@ -258,7 +271,7 @@ export function mknodat(dirfd: number, path: string, mode: number, dev: number):
 export function symlinkat(target: string, dirfd: number, path: string): void {
   const lib = libc();
   if (lib.symlinkat(cstr(target, 0, "symlinkat"), dirfd, cstr(path, 1, "symlinkat")) === -1) {
-    throw fail("symlinkat", { path, dest: target });
+    throw fail(errnoCell[0]!, "symlinkat", { path, dest: target });
   }
 }
 
@@ -294,7 +307,7 @@ export function linkat(
     cstr(newpath, 1, "linkat"),
     flags,
   );
-  if (rc === -1) throw fail("linkat", { path: oldpath, dest: newpath });
+  if (rc === -1) throw fail(errnoCell[0]!, "linkat", { path: oldpath, dest: newpath });
 }
 
 /**
@@ -313,7 +326,7 @@ export function linkat(
  */
 export function unlinkat(dirfd: number, path: string, flags: number): void {
   if (libc().unlinkat(dirfd, cstr(path, 0, "unlinkat"), flags) === -1) {
-    throw fail("unlinkat", { path });
+    throw fail(errnoCell[0]!, "unlinkat", { path });
   }
 }
 
@@ -350,7 +363,7 @@ export function renameat2(
     cstr(newpath, 1, "renameat2"),
     flags,
   );
-  if (rc === -1) throw fail("renameat2", { path: oldpath, dest: newpath });
+  if (rc === -1) throw fail(errnoCell[0]!, "renameat2", { path: oldpath, dest: newpath });
 }
 
 const decoder = new TextDecoder();
@@ -376,7 +389,7 @@ export function readlinkat(dirfd: number, path: string): string {
   const p = cstr(path, 0, "readlinkat");
   for (;;) {
     const n = lib.readlinkat(dirfd, p, linkBuf, BigInt(linkBuf.length));
-    if (n === -1n) throw fail("readlinkat", { path });
+    if (n === -1n) throw fail(errnoCell[0]!, "readlinkat", { path });
     // A full buffer may mean truncation: grow and retry.
     if (n < BigInt(linkBuf.length)) return decoder.decode(linkBuf.subarray(0, Number(n)));
     linkBuf = new Uint8Array(linkBuf.length * 2);
@@ -410,7 +423,7 @@ export function fchownat(
   flags: number,
 ): void {
   if (libc().fchownat(dirfd, cstr(path, 0, "fchownat"), uid >>> 0, gid >>> 0, flags) === -1) {
-    throw fail("fchownat", { path });
+    throw fail(errnoCell[0]!, "fchownat", { path });
   }
 }
 
@@ -430,7 +443,7 @@ export function fchownat(
  * @param gid The new group, or -1 to keep it.
  */
 export function fchown(fd: number, uid: number, gid: number): void {
-  if (libc().fchown(fd, uid >>> 0, gid >>> 0) === -1) throw fail("fchown", { fd });
+  if (libc().fchown(fd, uid >>> 0, gid >>> 0) === -1) throw fail(errnoCell[0]!, "fchown", { fd });
 }
 
 /**
@@ -450,7 +463,7 @@ export function fchown(fd: number, uid: number, gid: number): void {
  */
 export function fchmodat(dirfd: number, path: string, mode: number, flags: number): void {
   if (libc().fchmodat(dirfd, cstr(path, 0, "fchmodat"), mode, flags) === -1) {
-    throw fail("fchmodat", { path });
+    throw fail(errnoCell[0]!, "fchmodat", { path });
   }
 }
 
@@ -469,7 +482,7 @@ export function fchmodat(dirfd: number, path: string, mode: number, flags: numbe
  * @param mode The new permission bits.
  */
 export function fchmod(fd: number, mode: number): void {
-  if (libc().fchmod(fd, mode) === -1) throw fail("fchmod", { fd });
+  if (libc().fchmod(fd, mode) === -1) throw fail(errnoCell[0]!, "fchmod", { fd });
 }
 
 const timesBuf = new Uint8Array(32);
@@ -517,7 +530,7 @@ export function utimensat(
 ): void {
   const buf = times === null ? null : fillTimes(times, "utimensat");
   if (libc().utimensat(dirfd, cstr(path, 0, "utimensat"), buf, flags) === -1) {
-    throw fail("utimensat", { path });
+    throw fail(errnoCell[0]!, "utimensat", { path });
   }
 }
 
@@ -537,7 +550,7 @@ export function utimensat(
  */
 export function futimens(fd: number, times: readonly [Timespec, Timespec] | null): void {
   const buf = times === null ? null : fillTimes(times, "futimens");
-  if (libc().futimens(fd, buf) === -1) throw fail("futimens", { fd });
+  if (libc().futimens(fd, buf) === -1) throw fail(errnoCell[0]!, "futimens", { fd });
 }
 
 // --- extended attributes ------------------------------------------------------------------------
@@ -557,10 +570,10 @@ function sized(
   for (;;) {
     const n = get(buf, BigInt(buf.length));
     if (n !== -1n) return buf.slice(0, Number(n));
-    const err = fail(call, where);
+    const err = fail(errnoCell[0]!, call, where);
     if (err.errno !== ERANGE) throw err;
     const size = get(null, 0n);
-    if (size === -1n) throw fail(call, where);
+    if (size === -1n) throw fail(errnoCell[0]!, call, where);
     // The value may grow between the two calls: leave some room.
     buf = new Uint8Array(Number(size) + 64);
     if (buf.length <= 65536 + 64 && buf.length > xattrBuf.length) xattrBuf = buf;
@@ -596,7 +609,7 @@ export function lsetxattr(path: string, name: string, value: Uint8Array, flags =
     BigInt(value.byteLength),
     flags,
   );
-  if (rc === -1) throw fail("lsetxattr", { path, dest: name });
+  if (rc === -1) throw fail(errnoCell[0]!, "lsetxattr", { path, dest: name });
 }
 
 /**
@@ -618,7 +631,7 @@ export function lsetxattr(path: string, name: string, value: Uint8Array, flags =
 export function fsetxattr(fd: number, name: string, value: Uint8Array, flags = 0): void {
   const lib = libc();
   const rc = lib.fsetxattr(fd, cstr(name, 2, "fsetxattr"), value, BigInt(value.byteLength), flags);
-  if (rc === -1) throw fail("fsetxattr", { fd, dest: name });
+  if (rc === -1) throw fail(errnoCell[0]!, "fsetxattr", { fd, dest: name });
 }
 
 /**
@@ -720,7 +733,7 @@ export function flistxattr(fd: number): string[] {
 export function lremovexattr(path: string, name: string): void {
   const lib = libc();
   if (lib.lremovexattr(cstr(path, 0, "lremovexattr"), cstr(name, 2, "lremovexattr")) === -1) {
-    throw fail("lremovexattr", { path, dest: name });
+    throw fail(errnoCell[0]!, "lremovexattr", { path, dest: name });
   }
 }
 
@@ -741,7 +754,7 @@ export function lremovexattr(path: string, name: string): void {
  */
 export function fremovexattr(fd: number, name: string): void {
   if (libc().fremovexattr(fd, cstr(name, 2, "fremovexattr")) === -1) {
-    throw fail("fremovexattr", { fd, dest: name });
+    throw fail(errnoCell[0]!, "fremovexattr", { fd, dest: name });
   }
 }
 
@@ -761,7 +774,7 @@ export function fremovexattr(fd: number, name: string): void {
  * @param fd Any descriptor on the file system.
  */
 export function syncfs(fd: number): void {
-  if (libc().syncfs(fd) === -1) throw fail("syncfs", { fd });
+  if (libc().syncfs(fd) === -1) throw fail(errnoCell[0]!, "syncfs", { fd });
 }
 
 /**
@@ -787,7 +800,7 @@ export function syncfs(fd: number): void {
 export async function syncfsAsync(fd: number): Promise<void> {
   const lib = libc();
   if (await lib.syncfs_nonblocking(fd) !== -1) return;
-  if (lib.syncfs(fd) === -1) throw fail("syncfs", { fd });
+  if (lib.syncfs(fd) === -1) throw fail(errnoCell[0]!, "syncfs", { fd });
   throw new SysError(errnoNumber("EIO") ?? 5, "syncfs", { fd });
 }
 
@@ -805,7 +818,7 @@ export async function syncfsAsync(fd: number): Promise<void> {
  * @param fd The file.
  */
 export function fsync(fd: number): void {
-  if (libc().fsync(fd) === -1) throw fail("fsync", { fd });
+  if (libc().fsync(fd) === -1) throw fail(errnoCell[0]!, "fsync", { fd });
 }
 
 /**
@@ -822,7 +835,7 @@ export function fsync(fd: number): void {
  * @param fd The file.
  */
 export function fdatasync(fd: number): void {
-  if (libc().fdatasync(fd) === -1) throw fail("fdatasync", { fd });
+  if (libc().fdatasync(fd) === -1) throw fail(errnoCell[0]!, "fdatasync", { fd });
 }
 
 /**
@@ -856,7 +869,11 @@ export function mount(
     cstrOnce(data, "mount"),
   );
   if (rc === -1) {
-    throw fail("mount", source === null ? { path: target } : { path: source, dest: target });
+    throw fail(
+      errnoCell[0]!,
+      "mount",
+      source === null ? { path: target } : { path: source, dest: target },
+    );
   }
 }
 
@@ -874,7 +891,7 @@ export function mount(
  */
 export function umount2(target: string, flags: number): void {
   if (libc().umount2(cstrOnce(target, "umount2"), flags) === -1) {
-    throw fail("umount2", { path: target });
+    throw fail(errnoCell[0]!, "umount2", { path: target });
   }
 }
 
@@ -898,7 +915,7 @@ export function umount2(target: string, flags: number): void {
  */
 export function read(fd: number, buf: Uint8Array): number {
   const n = libc().read(fd, buf, BigInt(buf.byteLength));
-  if (n === -1n) throw fail("read", { fd });
+  if (n === -1n) throw fail(errnoCell[0]!, "read", { fd });
   return Number(n);
 }
 
@@ -919,7 +936,7 @@ export function read(fd: number, buf: Uint8Array): number {
  */
 export function write(fd: number, buf: Uint8Array): number {
   const n = libc().write(fd, buf, BigInt(buf.byteLength));
-  if (n === -1n) throw fail("write", { fd });
+  if (n === -1n) throw fail(errnoCell[0]!, "write", { fd });
   return Number(n);
 }
 
@@ -944,7 +961,7 @@ export function writeAll(fd: number, buf: Uint8Array): void {
     const rest = off === 0 ? buf : buf.subarray(off);
     const n = lib.write(fd, rest, BigInt(rest.byteLength));
     if (n === -1n) {
-      const err = fail("write", { fd });
+      const err = fail(errnoCell[0]!, "write", { fd });
       if (err.code === "EINTR") continue;
       throw err;
     }
@@ -970,7 +987,7 @@ export function writeAll(fd: number, buf: Uint8Array): void {
  */
 export function pread(fd: number, buf: Uint8Array, offset: number): number {
   const n = libc().pread64(fd, buf, BigInt(buf.byteLength), BigInt(offset));
-  if (n === -1n) throw fail("pread", { fd });
+  if (n === -1n) throw fail(errnoCell[0]!, "pread", { fd });
   return Number(n);
 }
 
@@ -992,7 +1009,7 @@ export function pread(fd: number, buf: Uint8Array, offset: number): number {
  */
 export function pwrite(fd: number, buf: Uint8Array, offset: number): number {
   const n = libc().pwrite64(fd, buf, BigInt(buf.byteLength), BigInt(offset));
-  if (n === -1n) throw fail("pwrite", { fd });
+  if (n === -1n) throw fail(errnoCell[0]!, "pwrite", { fd });
   return Number(n);
 }
 
@@ -1015,7 +1032,7 @@ export function pwrite(fd: number, buf: Uint8Array, offset: number): number {
  */
 export function lseek(fd: number, offset: number, whence: number): number {
   const n = libc().lseek64(fd, BigInt(offset), whence);
-  if (n === -1n) throw fail("lseek", { fd });
+  if (n === -1n) throw fail(errnoCell[0]!, "lseek", { fd });
   return Number(n);
 }
 
@@ -1034,7 +1051,7 @@ export function lseek(fd: number, offset: number, whence: number): number {
  * @param length The new length in bytes.
  */
 export function ftruncate(fd: number, length: number): void {
-  if (libc().ftruncate64(fd, BigInt(length)) === -1) throw fail("ftruncate", { fd });
+  if (libc().ftruncate64(fd, BigInt(length)) === -1) throw fail(errnoCell[0]!, "ftruncate", { fd });
 }
 
 const offInBuf = new BigInt64Array(1);
@@ -1080,7 +1097,7 @@ export function copyFileRange(
     outPtr = offOutBuf;
   }
   const n = libc().copy_file_range(fdIn, inPtr, fdOut, outPtr, BigInt(len), 0);
-  if (n === -1n) throw fail("copy_file_range", { fd: fdIn });
+  if (n === -1n) throw fail(errnoCell[0]!, "copy_file_range", { fd: fdIn });
   return Number(n);
 }
 
@@ -1101,7 +1118,7 @@ export function copyFileRange(
  *   throws a `SysError` with code `EWOULDBLOCK`, i.e. `EAGAIN`).
  */
 export function flock(fd: number, op: number): void {
-  if (libc().flock(fd, op) === -1) throw fail("flock", { fd });
+  if (libc().flock(fd, op) === -1) throw fail(errnoCell[0]!, "flock", { fd });
 }
 
 // --- stat ---------------------------------------------------------------------------------------
@@ -1139,7 +1156,9 @@ function timestamp(off: number): Timespec {
  */
 export function statx(dirfd: number, path: string, flags: number): Stat {
   if (libc().statx(dirfd, cstr(path, 0, "statx"), flags, STATX_MASK, statxBuf) === -1) {
-    throw path === "" ? fail("statx", { fd: dirfd }) : fail("statx", { path });
+    throw path === ""
+      ? fail(errnoCell[0]!, "statx", { fd: dirfd })
+      : fail(errnoCell[0]!, "statx", { path });
   }
   const v = statxView;
   const st: Stat = {
@@ -1269,7 +1288,7 @@ let direntBuf = new Uint8Array(32768);
  */
 export function readDirFd(fd: number): DirEntry[] {
   const lib = libc();
-  if (lib.lseek64(fd, 0n, 0) === -1n) throw fail("getdents64", { fd });
+  if (lib.lseek64(fd, 0n, 0) === -1n) throw fail(errnoCell[0]!, "getdents64", { fd });
   const out: DirEntry[] = [];
   for (;;) {
     const r = lib.syscall_getdents64(
@@ -1279,7 +1298,7 @@ export function readDirFd(fd: number): DirEntry[] {
       BigInt(direntBuf.length),
     );
     if (r === -1n) {
-      const err = fail("getdents64", { fd });
+      const err = fail(errnoCell[0]!, "getdents64", { fd });
       // EINVAL: an entry does not fit the buffer.
       if (err.code !== "EINVAL" || direntBuf.length >= 1 << 20) throw err;
       direntBuf = new Uint8Array(direntBuf.length * 4);

@@ -365,6 +365,42 @@ Deno.test("calls fail with ENOENT, EEXIST and ENOTDIR where the kernel says so",
   assert.throws(() => sys.open(`${p}/link`, sys.O_RDONLY | sys.O_NOFOLLOW), sysErr("ELOOP"));
 });
 
+Deno.test("each thread reports its own errno: failures on a worker and on this thread at once", async () => {
+  using dir = tempDir();
+  const p = dir.path;
+  Deno.writeTextFileSync(`${p}/file`, "x");
+  const rounds = 20000;
+  const worker = new Worker(new URL("./_errno_worker.ts", import.meta.url), { type: "module" });
+  try {
+    const report = new Promise<Record<string, number>>((resolve, reject) => {
+      worker.onmessage = (e) => resolve(e.data);
+      worker.onerror = (e) => reject(new Error(`The errno worker failed: ${e.message}`));
+    });
+    worker.postMessage({ dir: p, rounds });
+    // Meanwhile this thread fails with other codes: EEXIST and EBADF.
+    const here = new Map<string, number>();
+    for (let i = 0; i < rounds; i++) {
+      for (
+        const call of [
+          () => sys.mkdirat(AT_FDCWD, `${p}/file`, 0o755),
+          () => sys.fsync(NEVER_OPEN_FD),
+        ]
+      ) {
+        try {
+          call();
+        } catch (err) {
+          const code = err instanceof sys.SysError ? err.code : String(err);
+          here.set(code, (here.get(code) ?? 0) + 1);
+        }
+      }
+    }
+    assert.deepEqual(Object.fromEntries(here), { EEXIST: rounds, EBADF: rounds });
+    assert.deepEqual(await report, { ENOENT: rounds, ENOTDIR: rounds });
+  } finally {
+    worker.terminate();
+  }
+});
+
 Deno.test("mkdirat() as an unprivileged uid fails with EACCES", {
   ignore: !Deno.build.os.startsWith("linux"),
 }, () => {
