@@ -81,10 +81,14 @@ export async function machine(
   const cpu = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.trim() ?? "?";
   const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
   const memKb = Number(/MemTotal:\s*(\d+)/.exec(meminfo)?.[1] ?? NaN);
-  const fs = (await firstLine(["findmnt", "-no", "FSTYPE,SOURCE", "-T", scratch])).replace(
-    /\s+/,
-    " on ",
-  );
+  const [fsType = "?", source = "?"] = (await firstLine([
+    "findmnt",
+    "-no",
+    "FSTYPE,SOURCE",
+    "-T",
+    scratch,
+  ])).split(/\s+/);
+  const fs = `${fsType} on ${source}${await ext4Journal(fsType, source)}`;
   const rev = await firstLine(["git", "-C", options.repo, "rev-parse", "--short", "HEAD"]);
   const status = await run(["git", "-C", options.repo, "status", "--porcelain"]);
   const dirty = status.stdout.trim() !== "";
@@ -100,4 +104,21 @@ export async function machine(
     ["date", new Date().toISOString().replace(/\.\d+Z$/, "Z")],
     ["load average at start", `${l1?.toFixed(2)} ${l5?.toFixed(2)} ${l15?.toFixed(2)}`],
   ];
+}
+
+/**
+ * For ext4, whether the file system keeps a journal (`, with a journal` or `, no journal`, from
+ * `/sys/fs/ext4/DEV/journal_task`), else an empty string. Without a journal a `syncfs` writes every
+ * changed metadata block in place, and writers wait for those blocks: it changes what
+ * `--sync-fs` costs.
+ */
+async function ext4Journal(fsType: string, source: string): Promise<string> {
+  if (fsType !== "ext4") return "";
+  const dev = source.split("/").pop() ?? "";
+  try {
+    const task = (await Deno.readTextFile(`/sys/fs/ext4/${dev}/journal_task`)).trim();
+    return task === "<none>" || task === "" ? ", no journal" : ", with a journal";
+  } catch {
+    return "";
+  }
 }
