@@ -2,7 +2,15 @@
 import {
   AT_FDCWD,
   AT_SYMLINK_NOFOLLOW,
+  close,
+  type DirEntry,
   isErrno,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_RDONLY,
+  open,
+  readDirFd,
   S_IFDIR,
   S_IFMT,
   type Stat,
@@ -21,7 +29,11 @@ const SLICE = 2048;
  */
 export function diskUsage(dir: string): Usage {
   const walk = new UsageWalk(dir);
-  while (!walk.step(Infinity));
+  try {
+    while (!walk.step(Infinity));
+  } finally {
+    walk.close();
+  }
   return walk.usage();
 }
 
@@ -46,61 +58,120 @@ export async function diskUsageAsync(dir: string): Promise<Usage> {
     } while (!walk.step(SLICE));
   } finally {
     port1.close();
+    walk.close();
   }
   return walk.usage();
 }
 
-/** The state of one walk: a stack of paths still to look at and the sums so far. */
+/** A directory being walked: its descriptor, its entries and how many were looked at. */
+interface Listing {
+  path: string;
+  fd: number;
+  entries: DirEntry[];
+  index: number;
+}
+
+/**
+ * The state of one walk: a stack of directories still to list and the sums so far. Each entry
+ * is looked at relative to its directory's descriptor (`statx(dirfd, name)`), not by its whole
+ * path, which the kernel would resolve component by component each time.
+ */
 class UsageWalk {
   #dir: string;
   // Only entries with several links can be met twice (directories cannot be hard-linked).
   #seen = new Set<string>();
   #inodes = 0;
   #size = 0;
-  #stack: string[];
+  /** Directories counted already whose entries are still to look at. */
+  #stack: string[] = [];
+  /** The directory whose entries are being looked at. */
+  #current: Listing | null = null;
+  #started = false;
 
   constructor(dir: string) {
     this.#dir = dir;
-    this.#stack = [dir];
   }
 
   usage(): Usage {
     return { size: this.#size, inodes: this.#inodes };
   }
 
-  /** Looks at up to `count` entries; returns whether the walk is complete. */
+  /**
+   * Looks at up to `count` entries; returns whether the walk is complete. A directory listed but
+   * not finished stays open for the next step: call {@linkcode close} when giving up early.
+   */
   step(count: number): boolean {
-    const stack = this.#stack;
-    const dir = this.#dir;
-    for (let n = 0; n < count && stack.length > 0; n++) {
-      const path = stack.pop()!;
+    if (!this.#started) {
+      this.#started = true;
+      // The root itself: a missing root is an error, not an empty tree.
+      if (this.#add(statx(AT_FDCWD, this.#dir, AT_SYMLINK_NOFOLLOW))) this.#stack.push(this.#dir);
+    }
+    for (let n = 0; n < count;) {
+      const cur = this.#current ?? this.#next();
+      if (cur === null) return true;
+      if (cur.index === cur.entries.length) {
+        this.close();
+        continue;
+      }
+      const name = cur.entries[cur.index++]!.name;
+      n++;
       let st: Stat;
       try {
-        st = statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW);
+        st = statx(cur.fd, name, AT_SYMLINK_NOFOLLOW);
       } catch (err) {
         // An entry removed while we walk no longer uses anything.
-        if (path !== dir && isErrno(err, "ENOENT")) continue;
+        if (isErrno(err, "ENOENT")) continue;
+        this.close();
         throw err;
       }
-      const isDir = (st.mode & S_IFMT) === S_IFDIR;
-      if (!isDir && st.nlink > 1) {
-        const key = `${st.dev}:${st.ino}`;
-        if (this.#seen.has(key)) continue;
-        this.#seen.add(key);
-      }
-      this.#inodes++;
-      this.#size += st.blocks * 512;
-      if (isDir) {
-        try {
-          // Plain concatenation: `join` normalises every path and was most of this walk's garbage.
-          for (const entry of Deno.readDirSync(path)) stack.push(`${path}/${entry.name}`);
-        } catch (err) {
-          if (path !== dir && err instanceof Deno.errors.NotFound) continue;
-          throw err;
-        }
-      }
+      // Plain concatenation: `join` normalises every path and was most of this walk's garbage.
+      if (this.#add(st)) this.#stack.push(`${cur.path}/${name}`);
     }
-    return stack.length === 0;
+    return this.#current === null && this.#stack.length === 0;
+  }
+
+  /** Closes the directory being listed, if any. */
+  close(): void {
+    if (this.#current !== null) close(this.#current.fd);
+    this.#current = null;
+  }
+
+  /** Opens and lists the next directory on the stack; `null` when there is none. */
+  #next(): Listing | null {
+    for (;;) {
+      const path = this.#stack.pop();
+      if (path === undefined) return null;
+      let fd: number;
+      try {
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      } catch (err) {
+        // A directory removed (or replaced) while we walk no longer uses anything.
+        if (path !== this.#dir && isErrno(err, "ENOENT", "ENOTDIR", "ELOOP")) continue;
+        throw err;
+      }
+      let entries: DirEntry[];
+      try {
+        entries = readDirFd(fd);
+      } catch (err) {
+        close(fd);
+        throw err;
+      }
+      this.#current = { path, fd, entries, index: 0 };
+      return this.#current;
+    }
+  }
+
+  /** Counts one entry unless it is a hardlink met before; returns whether it is a directory. */
+  #add(st: Stat): boolean {
+    const isDir = (st.mode & S_IFMT) === S_IFDIR;
+    if (!isDir && st.nlink > 1) {
+      const key = `${st.dev}:${st.ino}`;
+      if (this.#seen.has(key)) return false;
+      this.#seen.add(key);
+    }
+    this.#inodes++;
+    this.#size += st.blocks * 512;
+    return isDir;
   }
 }
 
