@@ -14,6 +14,12 @@ import { exists } from "./_util.ts";
 /** The tag every normalised fixture carries. */
 export const FIXTURE_TAG = "bench";
 
+/** The base name fixtures are imported under into a strata root. */
+export const BASE_NAME = "bench.local/strata-bench";
+
+/** The name of a fixture imported under {@linkcode BASE_NAME}. */
+export const IMAGE_NAME = `${BASE_NAME}:${FIXTURE_TAG}`;
+
 /** A ready fixture. */
 export interface Fixture {
   /** A short name for tables: `umoci`, or the source tag (`app`, `many`). */

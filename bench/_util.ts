@@ -1,7 +1,25 @@
 // Small helpers every benchmark script uses: logging, clean-up, result checks and the daemons
 // to stop when a run ends or is interrupted.
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { FailedPrecondition, InvalidArgument, StrataError } from "../errors.ts";
 import type { Containerd, Registry } from "./_proc.ts";
+
+/** The Strata checkout the scripts belong to. */
+export const REPO: string = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+/** `shared/tools/make-fixtures.sh` beside the checkout. */
+export const MAKE_FIXTURES: string = resolve(REPO, "..", "shared", "tools", "make-fixtures.sh");
+
+/**
+ * The strata command of a `--strata CMD` option (split on whitespace), or by default this
+ * checkout's CLI run by the Deno running the script.
+ */
+export function strataCommand(option: string | undefined): string[] {
+  return option
+    ? option.split(/\s+/).filter((p) => p !== "")
+    : [Deno.execPath(), "run", "--allow-all", "--no-lock", join(REPO, "cli.ts")];
+}
 
 /** Progress goes to stderr, so that stdout stays the report. */
 export function log(line: string): void {

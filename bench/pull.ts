@@ -13,8 +13,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { FailedPrecondition, InvalidArgument } from "../errors.ts";
 import { type Fixture, FIXTURE_TAG, layoutFixture, makeFixturesFixture } from "./_fixture.ts";
 import { Containerd, dropCaches, have, mustRun, Registry, run, type RunResult } from "./_proc.ts";
@@ -29,14 +28,15 @@ import {
   intOption,
   loadAverageRow,
   log,
+  MAKE_FIXTURES,
   mb,
+  REPO,
   rmrf,
   runMain,
+  strataCommand,
   writeReport,
 } from "./_util.ts";
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const MAKE_FIXTURES = resolve(REPO, "..", "shared", "tools", "make-fixtures.sh");
 const DEFAULT_LAYOUT = "/var/tmp/strata-fixtures/layout";
 const NAMESPACE = "bench";
 
@@ -188,9 +188,7 @@ function parseOptions(args: string[]): Options | undefined {
     cache: resolve(values.cache),
     out: resolve(values.out),
     profile: values.profile,
-    strata: values.strata
-      ? values.strata.split(/\s+/).filter((p) => p !== "")
-      : [Deno.execPath(), "run", "--allow-all", "--no-lock", join(REPO, "cli.ts")],
+    strata: strataCommand(values.strata),
     drop: !values["no-drop-caches"],
     keep: values.keep,
     waitIdle: values["wait-idle"],

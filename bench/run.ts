@@ -10,11 +10,12 @@
  */
 import { parseArgs } from "node:util";
 import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { FailedPrecondition, InvalidArgument } from "../errors.ts";
 import {
+  BASE_NAME,
   type Fixture,
   FIXTURE_TAG,
+  IMAGE_NAME,
   layoutFixture,
   makeFixturesSpec,
   umociFixture,
@@ -40,15 +41,14 @@ import {
   intOption,
   loadAverageRow,
   log,
+  MAKE_FIXTURES,
   mb,
+  REPO,
   rmrf,
   runMain,
+  strataCommand,
 } from "./_util.ts";
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const BASE_NAME = "bench.local/strata-bench";
-const MAKE_FIXTURES = resolve(REPO, "..", "shared", "tools", "make-fixtures.sh");
-const IMAGE_NAME = `${BASE_NAME}:${FIXTURE_TAG}`;
 const CASES = ["startup", "import-archive", "import-layout", "export", "apply", "unpack"] as const;
 const SNAPSHOTTERS = ["overlayfs", "native"] as const;
 type CaseName = typeof CASES[number];
@@ -166,9 +166,7 @@ function parseOptions(args: string[]): Options | undefined {
     layout: values.layout,
     layer1: list(values.layer1),
     layer2: list(values.layer2),
-    strata: values.strata
-      ? values.strata.split(/\s+/).filter((p) => p !== "")
-      : [Deno.execPath(), "run", "--allow-all", "--no-lock", join(REPO, "cli.ts")],
+    strata: strataCommand(values.strata),
     double: list(values.double),
     drop: !values["no-drop-caches"],
     keep: values.keep,

@@ -14,10 +14,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { FailedPrecondition, InvalidArgument } from "../errors.ts";
-import { type Fixture, FIXTURE_TAG, makeFixturesSpec, withDoubles } from "./_fixture.ts";
+import { BASE_NAME, type Fixture, IMAGE_NAME, makeFixturesSpec, withDoubles } from "./_fixture.ts";
 import { dropCaches, mustRun, run, tail } from "./_proc.ts";
 import { secs, summarise } from "./_report.ts";
 import { machine, quote, reportHead } from "./_machine.ts";
@@ -27,16 +26,15 @@ import {
   intOption,
   loadAverageRow,
   log,
+  MAKE_FIXTURES,
   mb,
+  REPO,
   rmrf,
   runMain,
+  strataCommand,
   writeReport,
 } from "./_util.ts";
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const BASE_NAME = "bench.local/strata-bench";
-const MAKE_FIXTURES = resolve(REPO, "..", "shared", "tools", "make-fixtures.sh");
-const IMAGE_NAME = `${BASE_NAME}:${FIXTURE_TAG}`;
 const SNAPSHOTTERS = ["overlayfs", "native"] as const;
 const MODES = ["parallel", "sequential"] as const;
 const DEFAULT_LAYOUT = "/var/tmp/strata-fixtures/layout:app,/var/tmp/strata-fixtures/layout:many";
@@ -157,9 +155,7 @@ function parseOptions(args: string[]): Options | undefined {
     double: list(values.double),
     snapshotters: oneOf("snapshotters", list(values.snapshotters), SNAPSHOTTERS),
     modes: oneOf("modes", list(values.modes), MODES),
-    strata: values.strata
-      ? values.strata.split(/\s+/).filter((p) => p !== "")
-      : [Deno.execPath(), "run", "--allow-all", "--no-lock", join(REPO, "cli.ts")],
+    strata: strataCommand(values.strata),
     fixtures: resolve(values.fixtures),
     out: resolve(values.out),
     drop: !values["no-drop-caches"],
