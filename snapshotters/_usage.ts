@@ -121,8 +121,7 @@ class UsageWalk {
       } catch (err) {
         // An entry removed while we walk no longer uses anything.
         if (isErrno(err, "ENOENT")) continue;
-        this.close();
-        throw err;
+        throw err; // The callers close the directory.
       }
       // Plain concatenation: `join` normalises every path and was most of this walk's garbage.
       if (this.#add(st)) this.#stack.push(`${cur.path}/${name}`);

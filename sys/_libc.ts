@@ -80,7 +80,7 @@ let loadError: NotImplemented | undefined;
  * The calling thread's errno as a one-element view over libc's thread-local variable (zero until
  * libc is loaded). Read it as `errnoCell[0]` right after a call returned -1: an element read runs
  * no function and allocates nothing, so nothing can run in between and overwrite errno, which a
- * function call (even `errno()`) cannot promise.
+ * function call cannot promise.
  */
 export let errnoCell: Int32Array = new Int32Array(1);
 
@@ -125,14 +125,6 @@ function load(): Libc {
   errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(ptr, 4));
   symbols = lib.symbols;
   return symbols;
-}
-
-/**
- * Reads errno of the calling thread. Error paths read {@linkcode errnoCell} instead, with no call
- * in between; this is for checks that can afford the call.
- */
-export function errno(): number {
-  return errnoCell[0]!;
 }
 
 /** Returns libc's description of an errno number, or "" when libc is not loaded. */
