@@ -37,12 +37,7 @@ export type Kind = "file" | "dir" | "symlink" | "other";
 
 /** Reads `name` in `dirfd` without following it; `null` when it does not exist. */
 export function statAt(dirfd: number, name: string): sys.Stat | null {
-  try {
-    return sys.statx(dirfd, name, sys.AT_SYMLINK_NOFOLLOW);
-  } catch (err) {
-    if (sys.isErrno(err, "ENOENT")) return null;
-    throw err;
-  }
+  return sys.statxIfExists(dirfd, name, sys.AT_SYMLINK_NOFOLLOW);
 }
 
 /** Whether `st` is a directory. */

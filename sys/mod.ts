@@ -1124,6 +1124,7 @@ export function flock(fd: number, op: number): void {
 // --- stat ---------------------------------------------------------------------------------------
 
 const statxBuf = new Uint8Array(256);
+const ENOENT = errnoNumber("ENOENT")!;
 const statxView = new DataView(statxBuf.buffer);
 const STATX_MASK = STATX_BASIC_STATS | STATX_BTIME;
 
@@ -1160,6 +1161,35 @@ export function statx(dirfd: number, path: string, flags: number): Stat {
       ? fail(errnoCell[0]!, "statx", { fd: dirfd })
       : fail(errnoCell[0]!, "statx", { path });
   }
+  return readStatx();
+}
+
+/**
+ * Like {@linkcode statx}, but returns `null` when the path does not exist (`ENOENT`) instead of
+ * throwing: a cheap existence check for code that expects misses (no error object is made).
+ *
+ * @example
+ * ```ts
+ * import { AT_FDCWD, AT_SYMLINK_NOFOLLOW, statxIfExists } from "@strata/strata/sys";
+ * console.log(statxIfExists(AT_FDCWD, "/no/such/file", AT_SYMLINK_NOFOLLOW)); // null
+ * ```
+ *
+ * @param dirfd The directory the path is relative to, or `AT_FDCWD`.
+ * @param path The path.
+ * @param flags `AT_SYMLINK_NOFOLLOW`, `AT_EMPTY_PATH` or 0.
+ * @returns The metadata, or `null` when the path does not exist.
+ */
+export function statxIfExists(dirfd: number, path: string, flags: number): Stat | null {
+  if (libc().statx(dirfd, cstr(path, 0, "statx"), flags, STATX_MASK, statxBuf) === -1) {
+    const errno = errnoCell[0]!;
+    if (errno === ENOENT) return null;
+    throw path === "" ? fail(errno, "statx", { fd: dirfd }) : fail(errno, "statx", { path });
+  }
+  return readStatx();
+}
+
+/** The `Stat` of the last successful `statx` call (in `statxBuf`). */
+function readStatx(): Stat {
   const v = statxView;
   const st: Stat = {
     mode: v.getUint16(0x1c, true),

@@ -297,6 +297,34 @@ Deno.test("statx(), lstat(), stat() and fstat() agree with Deno.lstat", () => {
   assert.throws(() => sys.lstat(`${p}/f/x`), sysErr("ENOTDIR", "statx"));
 });
 
+Deno.test("statxIfExists() is statx() that answers null for a missing path and throws the rest", () => {
+  using dir = tempDir();
+  const p = dir.path;
+  Deno.writeTextFileSync(`${p}/f`, "hello");
+  Deno.symlinkSync("missing", `${p}/dangling`);
+  const fd = sys.open(p, sys.O_RDONLY | sys.O_DIRECTORY);
+  try {
+    assert.deepEqual(
+      sys.statxIfExists(fd, "f", sys.AT_SYMLINK_NOFOLLOW),
+      sys.statx(fd, "f", sys.AT_SYMLINK_NOFOLLOW),
+    );
+    assert.equal(sys.statxIfExists(fd, "missing", sys.AT_SYMLINK_NOFOLLOW), null);
+    // A dangling symlink exists itself; followed, its target does not.
+    assert.equal(
+      sys.statxIfExists(fd, "dangling", sys.AT_SYMLINK_NOFOLLOW)!.mode & sys.S_IFMT,
+      sys.S_IFLNK,
+    );
+    assert.equal(sys.statxIfExists(fd, "dangling", 0), null);
+    assert.equal(sys.statxIfExists(AT_FDCWD, `${p}/no/such/dir`, 0), null);
+    // Other failures still throw.
+    assert.throws(() => sys.statxIfExists(fd, "f/x", 0), sysErr("ENOTDIR", "statx"));
+    assert.throws(() => sys.statxIfExists(-1, "f", 0), sysErr("EBADF", "statx"));
+    assert.throws(() => sys.statxIfExists(fd, "a\0b", 0), InvalidArgument);
+  } finally {
+    sys.close(fd);
+  }
+});
+
 Deno.test("SysError messages name the errno, call and path; isErrno() matches names and aliases", () => {
   using dir = tempDir();
   const path = `${dir.path}/missing`;
