@@ -2,6 +2,7 @@
 // the mapping of errno failures to Strata's error kinds. Everything works relative to directory
 // descriptors and never follows the final component.
 
+import { posix } from "node:path";
 import { FailedPrecondition, InvalidArgument, StrataError } from "../errors.ts";
 import * as sys from "../sys/mod.ts";
 
@@ -34,6 +35,42 @@ const CONTENT_ERRNOS = new Set([
 
 /** A kind of object, as far as metadata rules care. */
 export type Kind = "file" | "dir" | "symlink" | "other";
+
+/**
+ * Cleans a tar name like Go's `filepath.Clean` against a virtual `/`; `""` is the root. Most
+ * names need at most a leading `./` or trailing slashes removed: those are sliced, the rest are
+ * normalized.
+ */
+export function cleanName(name: string): string {
+  const plain = plainName(name);
+  if (plain !== undefined) return plain;
+  const n = posix.normalize(`/${name}`);
+  let end = n.length;
+  while (end > 1 && n.charCodeAt(end - 1) === 0x2f) end--;
+  return end <= 1 ? "" : n.slice(1, end);
+}
+
+/**
+ * `name` without one leading `./` and its trailing slashes, when what is left has no empty, `.`
+ * or `..` component (so normalizing would not change it); otherwise `undefined`.
+ */
+function plainName(name: string): string | undefined {
+  const start = name.charCodeAt(0) === 0x2e && name.charCodeAt(1) === 0x2f ? 2 : 0;
+  let end = name.length;
+  while (end > start && name.charCodeAt(end - 1) === 0x2f) end--;
+  if (end === start) return undefined;
+  let seg = start;
+  for (let i = start; i <= end; i++) {
+    if (i < end && name.charCodeAt(i) !== 0x2f) continue;
+    const len = i - seg;
+    if (len === 0) return undefined;
+    if (
+      len <= 2 && name.charCodeAt(seg) === 0x2e && (len === 1 || name.charCodeAt(seg + 1) === 0x2e)
+    ) return undefined;
+    seg = i + 1;
+  }
+  return name.slice(start, end);
+}
 
 /** Reads `name` in `dirfd` without following it; `null` when it does not exist. */
 export function statAt(dirfd: number, name: string): sys.Stat | null {

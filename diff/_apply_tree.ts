@@ -3,11 +3,11 @@
 // followed, never out of the root); the final component is never followed: whatever is there is
 // replaced. See apply.ts for the rules this implements.
 
-import { posix } from "node:path";
 import { InvalidArgument } from "../errors.ts";
 import * as sys from "../sys/mod.ts";
 import type { TarEntry, TarHeader, TarSparse, TarTime } from "./tar/mod.ts";
 import {
+  cleanName,
   closeQuietly,
   DIR_PATH,
   DIR_READ,
@@ -109,14 +109,6 @@ export function inUserNamespace(): boolean {
     }
   }
   return usernsCache;
-}
-
-/** Cleans a tar name like Go's `filepath.Clean` against a virtual `/`; `""` is the root. */
-export function cleanName(name: string): string {
-  const n = posix.normalize(`/${name}`);
-  let end = n.length;
-  while (end > 1 && n.charCodeAt(end - 1) === 0x2f) end--;
-  return end <= 1 ? "" : n.slice(1, end);
 }
 
 function splitName(name: string): [string, string] {

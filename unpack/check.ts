@@ -31,9 +31,9 @@
  */
 
 import { createHash, type Hash, randomBytes } from "node:crypto";
-import { posix } from "node:path";
 import process from "node:process";
 import type { ContentStore } from "../content/mod.ts";
+import { cleanName } from "../diff/_apply_fs.ts";
 import { decompress } from "../diff/compression.ts";
 import { readTar, type TarHeader, type TarSparseSegment } from "../diff/tar/mod.ts";
 import { AlreadyExists, FailedPrecondition, isNotFound, NotFound } from "../errors.ts";
@@ -378,13 +378,6 @@ interface Slot {
   layer: number;
   /** For a hardlink: its target, the target's object then, and when the link was made. */
   link?: { target: string; obj: Expect | undefined; serial: number };
-}
-
-function cleanName(name: string): string {
-  const n = posix.normalize(`/${name}`);
-  let end = n.length;
-  while (end > 1 && n.charCodeAt(end - 1) === 0x2f) end--;
-  return end <= 1 ? "" : n.slice(1, end);
 }
 
 function parentOf(path: string): string {
