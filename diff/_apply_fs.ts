@@ -130,21 +130,6 @@ export function closeQuietly(fd: number): void {
   }
 }
 
-/** Bytes of `text` in UTF-8. */
-export function utf8Length(text: string): number {
-  let n = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x80) n += 1;
-    else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c <= 0xdbff) {
-      n += 4;
-      i++;
-    } else n += 3;
-  }
-  return n;
-}
-
 /**
  * Removes `name` in `dirfd` whatever it is; a directory with everything below it. Nothing is
  * followed: symlinks are removed, not their targets. When `fixPermissions` is set (rootless), a

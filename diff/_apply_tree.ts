@@ -5,6 +5,7 @@
 
 import { InvalidArgument } from "../errors.ts";
 import * as sys from "../sys/mod.ts";
+import { nameByteLength } from "../sys/_names.ts";
 import type { TarEntry, TarHeader, TarSparse, TarTime } from "./tar/mod.ts";
 import {
   cleanName,
@@ -24,7 +25,6 @@ import {
   quote,
   removeAt,
   statAt,
-  utf8Length,
 } from "./_apply_fs.ts";
 import { type LowerHit, Lowers } from "./_apply_lower.ts";
 
@@ -639,8 +639,8 @@ export class Tree {
 
   /** The path of a directory descriptor relative to the root, or `null` when it is elsewhere. */
   #pathOf(dirfd: number): string | null {
-    const root = Deno.readLinkSync(`/proc/self/fd/${this.#root}`);
-    const dir = Deno.readLinkSync(`/proc/self/fd/${dirfd}`);
+    const root = sys.readlinkat(sys.AT_FDCWD, `/proc/self/fd/${this.#root}`);
+    const dir = sys.readlinkat(sys.AT_FDCWD, `/proc/self/fd/${dirfd}`);
     if (dir === root) return "";
     const prefix = root === "/" ? "/" : `${root}/`;
     return dir.startsWith(prefix) ? dir.slice(prefix.length) : null;
@@ -713,7 +713,7 @@ export class Tree {
       this.#skip(raw, "resolves to the root directory, which a layer never changes");
       return;
     }
-    if (utf8Length(name) > MAX_PATH) {
+    if (nameByteLength(name) > MAX_PATH) {
       throw new InvalidArgument(
         `Cannot apply layer entry ${quote(raw)}: the path is longer than ${MAX_PATH} bytes`,
       );
@@ -865,7 +865,7 @@ export class Tree {
         } is the root directory`,
       );
     }
-    if (utf8Length(target) > MAX_PATH) {
+    if (nameByteLength(target) > MAX_PATH) {
       throw new InvalidArgument(
         `Cannot apply layer entry ${
           quote(raw)

@@ -5,6 +5,7 @@
 import { Buffer } from "node:buffer";
 import { FailedPrecondition } from "../errors.ts";
 import * as sys from "../sys/mod.ts";
+import { encodeName } from "../sys/_names.ts";
 import type { TarWriteHeader, TarWriter } from "./tar/mod.ts";
 
 /** The only extended attribute a layer made by compare carries (containerd's rule). */
@@ -34,10 +35,12 @@ export function joinPath(dir: string, name: string): string {
 }
 
 /**
- * Orders names by Unicode code point, which is the byte order of their UTF-8 encoding (Go's
- * `filepath.Walk` order); plain `<` on strings compares UTF-16 code units instead.
+ * Orders names by their bytes (Go's `filepath.Walk` order): for UTF-8 names that is the order of
+ * their code points (plain `<` on strings compares UTF-16 code units instead); names holding
+ * bytes that are not UTF-8 (U+DC80-U+DCFF, see `sys/_names.ts`) are compared encoded.
  */
 export function compareNames(a: string, b: string): number {
+  if (!a.isWellFormed() || !b.isWellFormed()) return compareBytes(encodeName(a), encodeName(b));
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) {
     const x = a.charCodeAt(i);
@@ -48,6 +51,12 @@ export function compareNames(a: string, b: string): number {
     if (sx !== sy) return sx ? 1 : -1;
     return x - y;
   }
+  return a.length - b.length;
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
   return a.length - b.length;
 }
 
@@ -71,17 +80,14 @@ export function lstatOrNone(path: string): sys.Stat | undefined {
   }
 }
 
-/**
- * `lstat` of a path just listed: a missing entry means the tree changed meanwhile or the name is
- * not valid UTF-8 (names are decoded as UTF-8, so such a name cannot be opened again).
- */
+/** `lstat` of a path just listed: a missing entry means the tree changed meanwhile. */
 function lstatListed(path: string): sys.Stat {
   try {
     return sys.lstat(path);
   } catch (err) {
     if (sys.isErrno(err, "ENOENT")) {
       throw new FailedPrecondition(
-        `Cannot diff "${path}": it vanished after its directory was listed, or its name is not valid UTF-8`,
+        `Cannot diff "${path}": it vanished after its directory was listed`,
       );
     }
     throw err;

@@ -24,8 +24,8 @@
 // which writes the same data with far fewer flushes; `fsync: true` restores containerd's per-file
 // fsync.
 //
-// Limits: paths are handled as absolute strings (PATH_MAX applies), and names come from
-// Deno.readDirSync, so names that are not valid UTF-8 are not supported.
+// Limits: paths are handled as absolute strings (PATH_MAX applies). Names are listed with
+// getdents64 (sys.readDirFd), so names that are not UTF-8 are copied byte for byte.
 import { join } from "node:path";
 import { InvalidArgument } from "../errors.ts";
 import {
@@ -47,6 +47,7 @@ import {
   mknodat,
   O_CLOEXEC,
   O_CREAT,
+  O_DIRECTORY,
   O_EXCL,
   O_NOFOLLOW,
   O_RDONLY,
@@ -54,6 +55,7 @@ import {
   open,
   pread,
   pwrite,
+  readDirFd,
   readlinkat,
   S_IFBLK,
   S_IFCHR,
@@ -134,9 +136,9 @@ export function copyDir(src: string, dst: string, options: CopyDirOptions = {}):
 }
 
 function copyChildren(srcDir: string, dstDir: string, ctx: Context): void {
-  for (const entry of Deno.readDirSync(srcDir)) {
-    const src = join(srcDir, entry.name);
-    const dst = join(dstDir, entry.name);
+  for (const name of listNames(srcDir)) {
+    const src = join(srcDir, name);
+    const dst = join(dstDir, name);
     const st = statx(AT_FDCWD, src, AT_SYMLINK_NOFOLLOW);
     const type = st.mode & S_IFMT;
     let inodeKey: string | undefined;
@@ -179,6 +181,16 @@ function copyChildren(srcDir: string, dstDir: string, ctx: Context): void {
     }
     copyMetadata(src, dst, st, ctx);
     if (inodeKey !== undefined) ctx.inodes.set(inodeKey, dst);
+  }
+}
+
+/** The names in a directory (not following a symlink). */
+function listNames(dir: string): string[] {
+  const fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  try {
+    return readDirFd(fd).map((entry) => entry.name);
+  } finally {
+    close(fd);
   }
 }
 

@@ -4,7 +4,23 @@ import type { MetadataDb } from "../metadata/db.ts";
 import type { Platform } from "../images/types.ts";
 import type { Mount } from "../mount/types.ts";
 import { FailedPrecondition } from "../errors.ts";
-import { AT_FDCWD, isErrno, statx } from "../sys/mod.ts";
+import {
+  AT_FDCWD,
+  AT_SYMLINK_NOFOLLOW,
+  close,
+  type DirEntry,
+  fchmodat,
+  isErrno,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_RDONLY,
+  open,
+  readDirFd,
+  S_IFDIR,
+  S_IFMT,
+  statx,
+} from "../sys/mod.ts";
 import type {
   Capability,
   Kind,
@@ -444,10 +460,16 @@ function removeTree(path: string): void {
 }
 
 function makeWritable(dir: string): void {
-  const info = Deno.lstatSync(dir);
-  if (!info.isDirectory) return;
-  chmodSync(dir, 0o700);
-  for (const entry of Deno.readDirSync(dir)) {
-    if (entry.isDirectory) makeWritable(join(dir, entry.name));
+  if ((statx(AT_FDCWD, dir, AT_SYMLINK_NOFOLLOW).mode & S_IFMT) !== S_IFDIR) return;
+  fchmodat(AT_FDCWD, dir, 0o700, 0);
+  const fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  let entries: DirEntry[];
+  try {
+    entries = readDirFd(fd);
+  } finally {
+    close(fd);
+  }
+  for (const entry of entries) {
+    if (entry.type === "dir" || entry.type === "unknown") makeWritable(join(dir, entry.name));
   }
 }

@@ -5,6 +5,7 @@
 // right after a call fails.
 
 import { InvalidArgument, NotImplemented } from "../errors.ts";
+import { encodeName, encodeNameInto } from "./_names.ts";
 
 // `syscall` is variadic in C; it is declared here with fixed signatures, which is sound on
 // x86_64 and aarch64 (the variadic and fixed calling conventions agree for integer arguments).
@@ -134,15 +135,15 @@ export function strerrorText(n: number): string {
   return ptr === null ? "" : Deno.UnsafePointerView.getCString(ptr);
 }
 
-const encoder = new TextEncoder();
 // Scratch buffers for NUL-terminated strings, one per argument position, so that a call with
 // two paths (renameat2, linkat, lsetxattr) never encodes both into the same buffer. Calls are
 // synchronous, so a buffer is never shared by two calls in flight.
 const scratch: Uint8Array[] = [new Uint8Array(4096), new Uint8Array(4096), new Uint8Array(256)];
 
 /**
- * Encodes `s` as a NUL-terminated UTF-8 string into scratch buffer `slot` and returns it.
- * The result is only valid until the next call with the same slot.
+ * Encodes `s` as a NUL-terminated name (UTF-8, escaped bytes restored: see `_names.ts`) into
+ * scratch buffer `slot` and returns it. The result is only valid until the next call with the
+ * same slot.
  */
 export function cstr(s: string, slot: 0 | 1 | 2, call: string): Uint8Array {
   if (s.includes("\0")) {
@@ -154,18 +155,18 @@ export function cstr(s: string, slot: 0 | 1 | 2, call: string): Uint8Array {
     buf = new Uint8Array(s.length * 3 + 1);
     scratch[slot] = buf;
   }
-  const { written } = encoder.encodeInto(s, buf);
+  const written = encodeNameInto(s, buf);
   buf[written] = 0;
   return buf;
 }
 
-/** Encodes `s` as a fresh NUL-terminated UTF-8 string (for rare calls), or null. */
+/** Encodes `s` as a fresh NUL-terminated name (for rare calls), or null. */
 export function cstrOnce(s: string | null | undefined, call: string): Uint8Array | null {
   if (s === null || s === undefined) return null;
   if (s.includes("\0")) {
     throw new InvalidArgument(`Cannot call ${call} on ${JSON.stringify(s)}: it contains a NUL`);
   }
-  const bytes = encoder.encode(s);
+  const bytes = encodeName(s);
   const out = new Uint8Array(bytes.length + 1);
   out.set(bytes);
   return out;

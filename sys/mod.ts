@@ -8,6 +8,12 @@
  * opened on the first call: importing this module needs no permission, while the first call
  * throws `NotImplemented` without `--allow-ffi` or on an OS other than Linux.
  *
+ * Paths and names are strings and Linux names are bytes: they are decoded as UTF-8, and each byte
+ * of a name that is not valid UTF-8 becomes the unpaired surrogate U+DC00 + byte (U+DC80-U+DCFF,
+ * as Python's `surrogateescape`), which these calls turn back into that byte. So a name read with
+ * {@linkcode readDirFd} or {@linkcode readlinkat} opens the same file when passed back, whatever
+ * its bytes. (Deno's own file APIs replace such bytes with U+FFFD instead.)
+ *
  * File descriptors are real OS descriptors: a descriptor from `node:fs.openSync` can be passed to
  * these calls. The reverse does not hold in Deno 2.9: `node:fs` only accepts descriptors it opened
  * itself (others give `EBADF`), so read and write descriptors from {@linkcode open} with
@@ -44,6 +50,7 @@ import {
   SYS_OPENAT2,
 } from "./_libc.ts";
 import { errnoNumber, SysError, type SysErrorOptions } from "./errno.ts";
+import { decodeName } from "./_names.ts";
 import {
   AT_EMPTY_PATH,
   AT_FDCWD,
@@ -366,7 +373,6 @@ export function renameat2(
   if (rc === -1) throw fail(errnoCell[0]!, "renameat2", { path: oldpath, dest: newpath });
 }
 
-const decoder = new TextDecoder();
 let linkBuf = new Uint8Array(4096);
 
 /**
@@ -382,7 +388,7 @@ let linkBuf = new Uint8Array(4096);
  *
  * @param dirfd The directory the path is relative to, or `AT_FDCWD`.
  * @param path The link.
- * @returns The target, decoded as UTF-8.
+ * @returns The target (decoded as names are: see the module documentation).
  */
 export function readlinkat(dirfd: number, path: string): string {
   const lib = libc();
@@ -391,7 +397,7 @@ export function readlinkat(dirfd: number, path: string): string {
     const n = lib.readlinkat(dirfd, p, linkBuf, BigInt(linkBuf.length));
     if (n === -1n) throw fail(errnoCell[0]!, "readlinkat", { path });
     // A full buffer may mean truncation: grow and retry.
-    if (n < BigInt(linkBuf.length)) return decoder.decode(linkBuf.subarray(0, Number(n)));
+    if (n < BigInt(linkBuf.length)) return decodeName(linkBuf.subarray(0, Number(n)));
     linkBuf = new Uint8Array(linkBuf.length * 2);
   }
 }
@@ -582,7 +588,7 @@ function sized(
 
 function names(list: Uint8Array): string[] {
   if (list.length === 0) return [];
-  const text = decoder.decode(list);
+  const text = decodeName(list);
   return text.slice(0, text.endsWith("\0") ? -1 : undefined).split("\0");
 }
 
@@ -1274,7 +1280,7 @@ export type DirEntryType =
 
 /** A directory entry read by {@linkcode readDirFd}. */
 export interface DirEntry {
-  /** The entry name (decoded as UTF-8). */
+  /** The entry name (decoded as names are: see the module documentation). */
   name: string;
   /** The type from `d_type`; `"unknown"` when the file system does not report types. */
   type: DirEntryType;
@@ -1347,7 +1353,7 @@ export function readDirFd(fd: number): DirEntry[] {
         (end === off + 20 || (end === off + 21 && direntBuf[off + 20] === 0x2e));
       if (!dot) {
         out.push({
-          name: decoder.decode(direntBuf.subarray(off + 19, end)),
+          name: decodeName(direntBuf.subarray(off + 19, end)),
           type: DT_NAMES[direntBuf[off + 18]!] ?? "unknown",
           ino: view.getBigUint64(off, true),
         });

@@ -783,7 +783,7 @@ class Resolver {
           continue;
         }
         if (type === sys.S_IFLNK) {
-          if (!follow(Deno.readLinkSync(this.abs(rel)))) return null;
+          if (!follow(sys.readlinkat(sys.AT_FDCWD, this.abs(rel)))) return null;
           continue;
         }
         return null; // A file, device or whiteout: nothing can be below it.
@@ -792,7 +792,7 @@ class Resolver {
       const hit = this.#lowerLookup(names.join("/"), c);
       if (hit === null) return null;
       if (hit.kind === "symlink") {
-        if (!follow(Deno.readLinkSync(hit.path))) return null;
+        if (!follow(sys.readlinkat(sys.AT_FDCWD, hit.path))) return null;
         continue;
       }
       if (hit.kind !== "dir") return null;
@@ -958,7 +958,7 @@ function compareLayer(
         }
       }
     } else if (obj.kind === "symlink") {
-      const target = Deno.readLinkSync(abs);
+      const target = sys.readlinkat(sys.AT_FDCWD, abs);
       if (target !== obj.linkname) diff(shown, "link", `-> ${obj.linkname}`, `-> ${target}`);
     } else if (obj.kind === "char" || obj.kind === "block") {
       const got = `${sys.major(st.rdev)}:${sys.minor(st.rdev)}`;

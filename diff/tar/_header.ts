@@ -1,6 +1,7 @@
 // Shared types, the TarError class and the low-level field codecs of the tar reader and writer.
 
 import { InvalidArgument } from "../../errors.ts";
+import { decodeName, encodeName } from "../../sys/_names.ts";
 
 /**
  * The kind of a tar entry.
@@ -49,7 +50,10 @@ export type TarFormat = "ustar" | "gnu" | "pax" | "v7";
  * A parsed tar header, with PAX records, GNU long names and sparse maps already merged in.
  *
  * Directory names have their trailing slashes removed (`"a/b/"` becomes `"a/b"`); other names are
- * kept as stored. Strings are decoded as UTF-8, invalid sequences becoming U+FFFD.
+ * kept as stored. Strings are decoded as UTF-8; each byte that is not part of a valid sequence
+ * becomes the unpaired surrogate U+DC00 + byte (U+DC80-U+DCFF), so a name that is not UTF-8 (a
+ * Latin-1 `caf\xe9`) keeps its bytes: {@linkcode createTar} and Strata's file-system calls write
+ * those surrogates back as the bytes they stand for.
  */
 export interface TarHeader {
   /** Path of the entry (ustar prefix joined, PAX `path`, GNU `L` or `GNU.sparse.name` applied). */
@@ -166,17 +170,14 @@ export const OFF = {
   gnuRealSize: 483,
 } as const;
 
-const decoder = new TextDecoder();
-const encoder = new TextEncoder();
-
-/** Encodes a string as UTF-8. */
+/** Encodes a string as UTF-8, U+DC80-U+DCFF as the bytes they stand for (see `decodeName`). */
 export function utf8(text: string): Uint8Array {
-  return encoder.encode(text);
+  return encodeName(text);
 }
 
-/** Decodes UTF-8 bytes (invalid sequences become U+FFFD). */
+/** Decodes UTF-8 bytes, keeping the bytes of invalid sequences as U+DC80-U+DCFF. */
 export function fromUtf8(bytes: Uint8Array): string {
-  return decoder.decode(bytes);
+  return decodeName(bytes);
 }
 
 /** Decodes a NUL-terminated (or field-filling) string field. */
@@ -196,7 +197,7 @@ export function readString(buf: Uint8Array, off: number, len: number): string {
     for (let i = off; i < end; i++) s += String.fromCharCode(buf[i]!);
     return s;
   }
-  return decoder.decode(buf.subarray(off, end));
+  return decodeName(buf.subarray(off, end));
 }
 
 /** Reports whether the 512 bytes at `off` are all zero. */
@@ -307,7 +308,7 @@ export function parsePaxRecords(data: Uint8Array): PaxRecord[] | string {
     while (eq < end - 1 && data[eq] !== 0x3d) eq++;
     if (eq >= end - 1 || eq === keyStart) return `record at byte ${pos} has no keyword`;
     records.push({
-      key: decoder.decode(data.subarray(keyStart, eq)),
+      key: decodeName(data.subarray(keyStart, eq)),
       value: data.subarray(eq + 1, end - 1),
     });
     pos = end;

@@ -68,6 +68,39 @@ export function perm(view: string, path: string): number {
   return lstat(join(view, path)).mode & 0o7777;
 }
 
+/** Every path below `view` as the bytes on disk, listed by find(1) (no decoding involved). */
+export function rawNames(view: string): Uint8Array[] {
+  const out = new Deno.Command("find", { args: [view, "-mindepth", "1", "-printf", "%P\\0"] })
+    .outputSync();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  const names: Uint8Array[] = [];
+  let start = 0;
+  for (let i = 0; i < out.stdout.length; i++) {
+    if (out.stdout[i] !== 0) continue;
+    names.push(out.stdout.subarray(start, i));
+    start = i + 1;
+  }
+  return names;
+}
+
+/** A symlink's target as bytes, read by readlink(1). */
+export function rawLink(path: string): Uint8Array {
+  const out = new Deno.Command("readlink", { args: [path] }).outputSync();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return out.stdout.subarray(0, out.stdout.length - 1);
+}
+
+/** A file's content, opened through Strata's calls (names that are not UTF-8 included). */
+export function readRaw(view: string, path: string): string {
+  const fd = sys.open(join(view, path), sys.O_RDONLY | sys.O_CLOEXEC);
+  try {
+    const buf = new Uint8Array(4096);
+    return new TextDecoder().decode(buf.subarray(0, sys.read(fd, buf)));
+  } finally {
+    sys.close(fd);
+  }
+}
+
 export function names(view: string, path = "."): string[] {
   return [...Deno.readDirSync(join(view, path))].map((e) => e.name).sort();
 }
@@ -659,21 +692,45 @@ export const CASES: Case[] = [
   },
   {
     id: "F51",
-    title: "UTF-8, newline, backslash and colon names are byte-exact; invalid UTF-8 becomes U+FFFD",
-    layers: () => [
-      rawTar(
+    title:
+      "UTF-8, newline, backslash and colon names are byte-exact; names that are not UTF-8 keep their bytes (containerd)",
+    layers: () => {
+      const latin1 = new Uint8Array([0x62, 0xff, 0xfe]); // "b\xff\xfe"
+      const cafe = new Uint8Array([0x63, 0x61, 0x66, 0xe9]); // Latin-1 "café"
+      // A PAX path record carrying raw bytes, as Go's archive/tar writes for such names.
+      const record = concat(bytes(" path="), cafe, bytes("/menu\n"));
+      let length = record.length + 2;
+      if (String(length).length !== 2) throw new Error("the record needs another length");
+      length = record.length + String(length).length;
+      return [rawTar(
         paxEntry({ path: "données/日本語.txt" }),
         rawEntry({ name: "x", typeflag: "0" }, bytes("utf8")),
         rawEntry({ name: "new\nline\\back:colon", typeflag: "0" }, bytes("odd")),
-        rawEntry({ name: new Uint8Array([0x62, 0xff, 0xfe]), typeflag: "0" }, bytes("latin")),
-      ),
-    ],
+        rawEntry({ name: latin1, typeflag: "0" }, bytes("latin")),
+        rawEntry({ name: concat(cafe, bytes("/")), typeflag: "5" }),
+        rawEntry({ name: "PaxHeader", typeflag: "x" }, concat(bytes(String(length)), record)),
+        rawEntry({ name: "ignored", typeflag: "0" }, bytes("menu")),
+        rawEntry({ name: "link", typeflag: "2", linkname: latin1 }),
+        rawEntry({ name: "hard", typeflag: "1", linkname: latin1 }),
+        rawEntry({ name: bytes("\ufeffbom"), typeflag: "0" }, bytes("bom")),
+      )];
+    },
     check: (v) => {
       assert.equal(read(v, "données/日本語.txt"), "utf8");
       assert.ok(names(v, "données").includes("日本語.txt"));
       assert.equal(read(v, "new\nline\\back:colon"), "odd");
-      // Deviation: the tar reader decodes names as UTF-8 text, so invalid bytes are replaced.
-      assert.equal(read(v, "b\ufffd\ufffd"), "latin");
+      // The names on disk, as bytes (find, not Strata's decoding).
+      const found = rawNames(v);
+      const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+      const want = ["62fffe", "636166e9", "636166e92f6d656e75", "efbbbf626f6d"];
+      for (const name of want) assert.ok(found.map(hex).includes(name), `${name} on disk`);
+      // Strata's names for them open the same files.
+      assert.equal(readRaw(v, "b\udcff\udcfe"), "latin");
+      assert.equal(readRaw(v, "caf\udce9/menu"), "menu");
+      assert.equal(readRaw(v, "\ufeffbom"), "bom");
+      assert.equal(sys.readlinkat(sys.AT_FDCWD, join(v, "link")), "b\udcff\udcfe");
+      assert.equal(hex(rawLink(join(v, "link"))), "62fffe");
+      assert.equal(lstat(join(v, "hard")).ino, lstat(join(v, "b\udcff\udcfe")).ino);
     },
   },
   {

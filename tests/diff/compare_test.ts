@@ -11,6 +11,7 @@ import { decompress } from "../../diff/compression.ts";
 import { readTar, type TarHeader } from "../../diff/tar/mod.ts";
 import { openSnapshotter } from "../../snapshotters/mod.ts";
 import * as sys from "../../sys/mod.ts";
+import { encodeName } from "../../sys/_names.ts";
 import { makeTempDir, peerTest, runOk } from "../_peers.ts";
 import { diffTrees, snapshotTree } from "../_tree.ts";
 
@@ -889,3 +890,58 @@ peerTest(
     }
   },
 );
+
+Deno.test("writeDiff() keeps names that are not UTF-8 byte for byte, in byte order, and they apply back", async () => {
+  await using p = await pair();
+  const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  // Names as Strata's calls take them: bytes that are not UTF-8 are U+DC80-U+DCFF.
+  const cafe = "caf\udce9"; // Latin-1 "café": 63 61 66 e9
+  sys.close(sys.open(p.lower.path("z\udcfe"), sys.O_WRONLY | sys.O_CREAT, 0o644));
+  sys.mkdirat(sys.AT_FDCWD, p.upper.path(cafe), 0o755);
+  const fd = sys.open(p.upper.path(`${cafe}/b\udcff`), sys.O_WRONLY | sys.O_CREAT, 0o644);
+  sys.writeAll(fd, new TextEncoder().encode("latin"));
+  sys.close(fd);
+  sys.symlinkat("b\udcff", sys.AT_FDCWD, p.upper.path(`${cafe}/link`));
+  // Byte order: e9 sorts before f0 9f 98 80 (U+1F600), though U+DCE9 > U+D83D as UTF-16.
+  for (const name of ["x\udce9", "x😀"]) {
+    sys.close(sys.open(p.upper.path(name), sys.O_WRONLY | sys.O_CREAT, 0o644));
+  }
+  const { tar } = await diffBytes(p.lower.root, p.upper.root);
+  const names = (await readEntries(tar)).map((e) => e.header.name);
+  assert.deepEqual(names, [
+    cafe,
+    `${cafe}/b\udcff`,
+    `${cafe}/link`,
+    "x\udce9",
+    "x😀",
+    ".wh.z\udcfe",
+  ]);
+  // GNU tar reads the same bytes (no decoding on our side: its raw output).
+  const file = join(p.dir, "layer.tar");
+  Deno.writeFileSync(file, tar);
+  const out = new Deno.Command("tar", {
+    args: ["-tf", file, "--quoting-style=literal"],
+    env: { LC_ALL: "C" },
+  }).outputSync();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  const listed = new TextDecoder("latin1").decode(out.stdout).split("\n").filter((l) => l !== "");
+  const want = [cafe, `${cafe}/b\udcff`, `${cafe}/link`, "x\udce9", "x😀", ".wh.z\udcfe"]
+    .map((n) => new TextDecoder("latin1").decode(encodeName(n)));
+  assert.deepEqual(listed.map((l) => l.replace(/\/$/, "")), want);
+  // Applied onto a copy of lower, the layer gives upper's names and link text.
+  const target = join(p.dir, "target");
+  Deno.mkdirSync(target);
+  sys.close(sys.open(join(target, "z\udcfe"), sys.O_WRONLY | sys.O_CREAT, 0o644));
+  await applyLayer(once(tar), target);
+  const applied = new Deno.Command("find", { args: [target, "-mindepth", "1", "-printf", "%P\\n"] })
+    .outputSync();
+  assert.deepEqual(
+    new TextDecoder("latin1").decode(applied.stdout).split("\n").filter((l) => l !== "").sort(),
+    want.slice(0, 5).sort(),
+  );
+  assert.equal(sys.readlinkat(sys.AT_FDCWD, join(target, `${cafe}/link`)), "b\udcff");
+  // Deno's own arguments would turn U+DCFF into U+FFFD: find the link instead of naming it.
+  const link = new Deno.Command("find", { args: [target, "-type", "l", "-printf", "%l"] })
+    .outputSync();
+  assert.equal(hex(link.stdout), "62ff");
+});

@@ -240,3 +240,29 @@ peerTest("native copy keeps every entry, owner, mode, ns time, xattr, link and h
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("native copy keeps names that are not UTF-8 byte for byte", async () => {
+  const root = await Deno.makeTempDir({ prefix: "strata-copy-" });
+  const db = MetadataDb.open(root);
+  const sn = new NativeSnapshotter(join(root, "snapshots", "native"), db);
+  /** The tree's names and link targets as bytes, from find(1) (no decoding involved). */
+  const listing = (dir: string) =>
+    new Deno.Command("find", { args: [dir, "-mindepth", "1", "-printf", "%P %l\\n"] })
+      .outputSync().stdout;
+  try {
+    const [src] = await sn.prepare("tree");
+    const source = src!.source;
+    // Latin-1 "café" (63 61 66 e9) and "b\xff" as Strata's calls take them (U+DC80-U+DCFF).
+    mkdirat(AT_FDCWD, join(source, "caf\udce9"), 0o755);
+    close(open(join(source, "caf\udce9", "b\udcff"), O_WRONLY | O_CREAT, 0o644));
+    symlinkat("b\udcff", AT_FDCWD, join(source, "caf\udce9", "link"));
+    await sn.commit("base", "tree");
+    const [dst] = await sn.prepare("copy", { parent: "base" });
+    const want = listing(source);
+    assert.ok(want.includes(0xe9) && want.includes(0xff), "the source has the raw bytes");
+    assert.deepEqual(listing(dst!.source), want);
+  } finally {
+    db.close();
+    await Deno.remove(root, { recursive: true });
+  }
+});
