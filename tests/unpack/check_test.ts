@@ -16,6 +16,7 @@ import {
 import { type Command, type CommandContext, parseCommandArgs } from "../../cli/_command.ts";
 import { FailedPrecondition } from "../../errors.ts";
 import { importArchive } from "../../images/archive/import.ts";
+import { withTempMount } from "../../mount/mod.ts";
 import { chainIds } from "../../images/manifest.ts";
 import { buildSample } from "../../sample/build.ts";
 import * as sys from "../../sys/mod.ts";
@@ -26,6 +27,7 @@ import {
   snapshotDirsFromView,
 } from "../../unpack/check.ts";
 import { makeTempDir, peerTest, type TempDir } from "../_peers.ts";
+import { concat, rawEntry, rawTar } from "../diff/_helpers.ts";
 import { manyFileLayers, writeLayout } from "./_build_image.ts";
 
 const SNAPSHOTTERS = ["native", "overlayfs"] as const;
@@ -219,6 +221,65 @@ for (const snapshotter of SNAPSHOTTERS) {
         ran.err.join("\n").endsWith(`differs from its layers: ${expected.length} difference(s)`),
         ran.err.join("\n"),
       );
+    },
+  );
+}
+
+for (const snapshotter of SNAPSHOTTERS) {
+  peerTest(
+    `an image whose names are not UTF-8 unpacks byte for byte and checks clean (${snapshotter})`,
+    { root: snapshotter === "overlayfs" },
+    async () => {
+      await using tmp = await makeTempDir();
+      const enc = (text: string) => new TextEncoder().encode(text);
+      const cafe = new Uint8Array([0x63, 0x61, 0x66, 0xe9]); // Latin-1 "café"
+      const name = (...parts: (string | Uint8Array)[]) =>
+        concat(...parts.map((p) => typeof p === "string" ? enc(p) : p));
+      const first = rawTar(...[
+        rawEntry({ name: name(cafe, "/"), typeflag: "5", mode: 0o755 }),
+        rawEntry({ name: name(cafe, "/b", new Uint8Array([0xff])), typeflag: "0" }, enc("latin")),
+        rawEntry({ name: name(cafe, "/gone", new Uint8Array([0xfe])), typeflag: "0" }, enc("x")),
+        rawEntry({
+          name: "link",
+          typeflag: "2",
+          linkname: name(cafe, "/b", new Uint8Array([0xff])),
+        }),
+        rawEntry({
+          name: "hard",
+          typeflag: "1",
+          linkname: name(cafe, "/b", new Uint8Array([0xff])),
+        }),
+      ]);
+      // The second layer deletes a file whose name is not UTF-8 (its whiteout's name is not either).
+      const second = rawTar(...[
+        rawEntry({ name: name(cafe, "/.wh.gone", new Uint8Array([0xfe])), typeflag: "0" }),
+      ]);
+      const image = await writeLayout(join(tmp.path, "layout"), [first, second], {
+        name: "test/latin1:1",
+      });
+      const client = Client.open({ root: join(tmp.path, "root") });
+      try {
+        await importArchive(client, image.layout);
+        await client.getImage(image.name).unpack(snapshotter);
+        const report = await checkUnpacked(client, client.images.get(image.name), { snapshotter });
+        assert.deepEqual(report.differences, []);
+        assert.ok(report.layers.every((l) => l.checked > 0));
+        // The merged view, listed by find(1): the bytes of the layers, the deleted file gone.
+        const sn = await client.snapshotter(snapshotter);
+        const mounts = await sn.view("latin1-view", { parent: chainIds(image.diffIds).at(-1)! });
+        const found = await withTempMount(mounts, (dir) => {
+          const out = new Deno.Command("find", {
+            args: [dir, "-mindepth", "1", "-printf", "%P %l\\n"],
+            env: { LC_ALL: "C" },
+          }).outputSync();
+          return new TextDecoder("latin1").decode(out.stdout).split("\n").filter((l) => l !== "")
+            .sort();
+        });
+        await sn.remove("latin1-view");
+        assert.deepEqual(found, ["caf\xe9 ", "caf\xe9/b\xff ", "hard ", "link caf\xe9/b\xff"]);
+      } finally {
+        client.close();
+      }
     },
   );
 }
