@@ -233,6 +233,8 @@ export class Tree {
   #overlay: boolean;
   #prefix: string;
   #rootless: boolean;
+  /** The process's user id: rootless, only its own directories can be unlocked. */
+  #uid = Deno.uid();
   #userns: boolean;
   #lowers: Lowers;
   #awaitLowers: (() => Promise<readonly string[]>) | null;
@@ -248,6 +250,8 @@ export class Tree {
   /** Inodes this layer created or merged (opaque markers and whiteouts keep these). */
   #layer = new Set<number | string>();
   #dirs: DirRecord[] = [];
+  /** Rootless: directories made `u+rwx` for this layer, their modes in {@linkcode #dirs}. */
+  #unlocked = new Set<number | string>();
   /**
    * The last parent directory resolved, reused while nothing was removed or replaced since: a
    * path's resolution can only change when one of its components goes (nothing is renamed), so
@@ -345,6 +349,8 @@ export class Tree {
         });
       } catch (err) {
         if (sys.isErrno(err, "ENOENT", "ENOTDIR")) return null;
+        // Rootless: a directory on the way cannot be searched; the walk unlocks it.
+        if (this.#rootless && sys.isErrno(err, "EACCES")) return null;
         // openat2 asks to retry when a rename raced with a ".." resolution.
         if (sys.isErrno(err, "EAGAIN") && attempt < 8) continue;
         throw this.#resolveError(err, rel, entry);
@@ -377,8 +383,41 @@ export class Tree {
     if (cache !== null && !this.#stale && cache.path === rel) return cache.fd;
     this.#dropCache();
     const fd = this.#openDir(rel, entry) ?? this.#walk(rel, entry, create)?.fd ?? null;
-    if (fd !== null) this.#cache = { path: rel, fd };
+    if (fd !== null) {
+      this.#cache = { path: rel, fd };
+      this.#unlock(fd, entry);
+    }
     return fd;
+  }
+
+  /**
+   * Rootless: makes a directory the process owns but cannot write or search `u+rwx` for the rest
+   * of the layer and puts its mode back in {@linkcode finish}, as umoci's rootless unpack does.
+   * Without it a layer adding to a directory an earlier layer left 0555 (RPM-based images ship
+   * `/usr/bin`, `/usr/lib` and `/root` so) fails with `EACCES` on the native snapshotter, whose
+   * snapshots hold copies of those directories. Root needs none of this, nor does a user
+   * namespace's root, which has `CAP_DAC_OVERRIDE` over what it owns.
+   *
+   * @param fd The directory (an `O_PATH` descriptor is enough).
+   * @param entry The entry being applied, for messages.
+   */
+  #unlock(fd: number, entry: string): void {
+    if (!this.#rootless) return;
+    try {
+      const st = sys.fstat(fd);
+      if ((st.mode & 0o700) === 0o700 || !isDir(st) || st.uid !== this.#uid) return;
+      const key = inodeKey(st);
+      if (this.#unlocked.has(key)) return;
+      const path = this.#pathOf(fd);
+      if (path === null || path === "") return;
+      sys.fchmodat(sys.AT_FDCWD, `/proc/self/fd/${fd}`, (st.mode & 0o7777) | 0o700, 0);
+      this.#unlocked.add(key);
+      const [parent, base] = splitName(path);
+      const depth = parent === "" ? 0 : parent.split("/").length;
+      this.#dirs.push({ parent, base, depth, key, mode: st.mode & 0o7777 });
+    } catch (err) {
+      throw entryError(entry, "cannot make its directory writable", err);
+    }
   }
 
   #dropCache(): void {
@@ -425,7 +464,14 @@ export class Tree {
         const top = stack.at(-1);
         const cur = top?.fd ?? this.#root;
         const path = [...stack.map((s) => s.name), c].join("/");
-        const st = statAt(cur, c);
+        let st: sys.Stat | null;
+        try {
+          st = statAt(cur, c);
+        } catch (err) {
+          if (!(this.#rootless && top !== undefined && sys.isErrno(err, "EACCES"))) throw err;
+          this.#unlock(top.fd, entry);
+          st = statAt(cur, c);
+        }
         if (st !== null && isDir(st)) {
           const fd = sys.openat(cur, c, DIR_PATH | sys.O_NOFOLLOW);
           const hidden = (top?.hidden ?? false) || (this.#overlay && this.#lowers.isOpaque(fd));
@@ -441,6 +487,7 @@ export class Tree {
             // A whiteout this layer made, now needed as a directory: a fresh, opaque one (the
             // lower directory it deleted must stay deleted).
             if (create === "merged") return null;
+            if (top !== undefined) this.#unlock(top.fd, entry);
             this.#stale = true;
             sys.unlinkat(cur, c, 0);
             this.#mkdir(cur, c, null, entry);
@@ -462,6 +509,7 @@ export class Tree {
         if (this.#overlay && !(top?.hidden ?? false) && this.#mayHaveLowers()) {
           if (this.#awaitLowers !== null && this.#provisional && create === "all") {
             // Made now, given the lower directory's attributes once the lowers are there.
+            if (top !== undefined) this.#unlock(top.fd, entry);
             this.#mkdirProvisional(cur, c, stack.map((s) => s.name).join("/"), entry);
             stack.push({
               name: c,
@@ -487,6 +535,7 @@ export class Tree {
             );
           }
           if (hit === null && create === "merged") return null;
+          if (top !== undefined) this.#unlock(top.fd, entry);
           this.#mkdir(cur, c, hit, entry);
         } finally {
           if (hit !== null) closeQuietly(hit.dirfd);

@@ -674,6 +674,43 @@ peerTest(
   },
 );
 
+/**
+ * Applies a layer to `root` as uid/gid 65534 in a child process (setpriv) and returns the
+ * ApplyResult it printed; `dir` holds the layer file and the child's Deno directory.
+ */
+async function applyAsNobody(
+  dir: string,
+  data: Uint8Array,
+  root: string,
+): Promise<{ skipped: { path: string; reason: string }[] }> {
+  const layerPath = join(dir, "layer.tar");
+  await Deno.writeFile(layerPath, data, { mode: 0o644 });
+  const denoDir = join(dir, "deno-dir");
+  await Deno.mkdir(denoDir, { recursive: true });
+  await Deno.chown(denoDir, 65534, 65534);
+  const child = new URL("./_rootless_child.ts", import.meta.url).pathname;
+  const out = await new Deno.Command("setpriv", {
+    args: [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      Deno.execPath(),
+      "run",
+      "--allow-all",
+      "--no-lock",
+      child,
+      layerPath,
+      root,
+    ],
+    env: { DENO_DIR: denoDir, HOME: denoDir, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, stderr);
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
 peerTest("applyLayer() reports what rootless mode cannot apply (uid 65534)", {
   root: true,
   tools: ["setpriv"],
@@ -696,32 +733,7 @@ peerTest("applyLayer() reports what rootless mode cannot apply (uid 65534)", {
     { header: { name: "locked", type: "directory", mode: 0o000, uid: 65534, gid: 65534 } },
     { header: { name: "locked/sub/file", type: "file", uid: 65534, gid: 65534 }, body: "l" },
   ]);
-  const layerPath = join(dir, "layer.tar");
-  await Deno.writeFile(layerPath, data, { mode: 0o644 });
-  const denoDir = join(dir, "deno-dir");
-  await Deno.mkdir(denoDir);
-  await Deno.chown(denoDir, 65534, 65534);
-  const child = new URL("./_rootless_child.ts", import.meta.url).pathname;
-  const out = await new Deno.Command("setpriv", {
-    args: [
-      "--reuid=65534",
-      "--regid=65534",
-      "--clear-groups",
-      Deno.execPath(),
-      "run",
-      "--allow-all",
-      "--no-lock",
-      child,
-      layerPath,
-      root,
-    ],
-    env: { DENO_DIR: denoDir, HOME: denoDir, NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stderr = new TextDecoder().decode(out.stderr);
-  assert.ok(out.success, stderr);
-  const result = JSON.parse(new TextDecoder().decode(out.stdout));
+  const result = await applyAsNobody(dir, data, root);
   const reasons = (result.skipped as { path: string; reason: string }[]).map((s) =>
     `${s.path}: ${s.reason}`
   );
@@ -745,6 +757,69 @@ peerTest("applyLayer() reports what rootless mode cannot apply (uid 65534)", {
   assert.equal(perm(lstat(join(root, "locked"))), 0o000);
   assert.equal(await Deno.readTextFile(join(root, "locked/sub/file")), "l");
 });
+
+peerTest(
+  "rootless applyLayer() writes into directories earlier layers left unwritable, then puts their modes back (umoci)",
+  {
+    root: true,
+    tools: ["setpriv"],
+  },
+  async () => {
+    await using tmp = await makeTempDir();
+    const dir = tmp.path;
+    await Deno.chmod(dir, 0o755);
+    const root = join(dir, "root");
+    await Deno.mkdir(root);
+    await Deno.chown(root, 65534, 65534);
+    // The first layer leaves what RPM-based images have (0555 /usr/bin, 0550 /root) and worse.
+    await applyAsNobody(
+      dir,
+      await layer([
+        { header: { name: "usr/bin", type: "directory", mode: 0o555 } },
+        { header: { name: "usr/bin/old", type: "file" }, body: "old" },
+        { header: { name: "usr/bin/gone", type: "file" }, body: "gone" },
+        { header: { name: "root", type: "directory", mode: 0o550 } },
+        { header: { name: "locked", type: "directory", mode: 0o000 } },
+        { header: { name: "locked/sub", type: "directory", mode: 0o500 } },
+      ]),
+      root,
+    );
+    assert.equal(perm(lstat(join(root, "usr/bin"))), 0o555);
+    // The second layer adds, replaces and deletes in them, and makes a directory inside one.
+    const result = await applyAsNobody(
+      dir,
+      await layer([
+        { header: { name: "usr/bin/new", type: "file", mode: 0o755 }, body: "new" },
+        { header: { name: "usr/bin/old", type: "file" }, body: "replaced" },
+        { header: { name: "usr/bin/.wh.gone", type: "file" }, body: "" },
+        { header: { name: "usr/bin/sub/x", type: "file" }, body: "x" },
+        { header: { name: "root/.bashrc", type: "file" }, body: "rc" },
+        { header: { name: "locked/sub/deep", type: "file" }, body: "deep" },
+      ]),
+      root,
+    );
+    assert.ok(result.skipped.every((s) => s.reason.startsWith("owner ")), JSON.stringify(result));
+    assert.deepEqual(
+      ["usr/bin", "usr/bin/sub", "root", "locked", "locked/sub"].map((p) =>
+        perm(lstat(join(root, p))).toString(8)
+      ),
+      ["555", "755", "550", "0", "500"],
+    );
+    // Read back as root (the modes are the layers' again).
+    for (
+      const [path, text] of [
+        ["usr/bin/new", "new"],
+        ["usr/bin/old", "replaced"],
+        ["usr/bin/sub/x", "x"],
+        ["root/.bashrc", "rc"],
+        ["locked/sub/deep", "deep"],
+      ]
+    ) {
+      assert.equal(await Deno.readTextFile(join(root, path!)), text, path);
+    }
+    assert.ok(!exists(join(root, "usr/bin/gone")));
+  },
+);
 
 peerTest("applyLayer() syncs the root's file system with syncFs", ROOT, async () => {
   await using tmp = await makeTempDir();
