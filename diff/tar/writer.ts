@@ -38,7 +38,11 @@ export type TarSink = (chunk: Uint8Array) => Promise<void> | void;
  * manages (`path`, `size`, `mtime`, `GNU.sparse.*`, xattrs, ...) are ignored there.
  */
 export type TarWriteHeader = Partial<Omit<TarHeader, "name" | "type">> & {
-  /** Path of the entry. A directory gets a trailing slash in the archive. */
+  /**
+   * Path of the entry. A directory gets a trailing slash in the archive. Names (and link targets)
+   * are written as UTF-8, except that U+DC80-U+DCFF stand for the bytes 0x80-0xFF, as
+   * {@linkcode readTar} hands out the bytes of names that are not UTF-8.
+   */
   name: string;
   /** Kind of entry. */
   type: TarEntryType;

@@ -292,3 +292,51 @@ Deno.test("TarWriter ends a sparse map with an empty segment at the real size", 
     });
   }
 });
+
+Deno.test("readTar and createTar keep names that are not UTF-8 byte for byte (U+DC80-U+DCFF)", async () => {
+  // A ustar entry named "caf\xe9" (Latin-1), a symlink to it, and a PAX path with raw bytes.
+  const block = (name: Uint8Array, flag: string, linkname = new Uint8Array(), size = 0) => {
+    const b = new Uint8Array(512);
+    b.set(name, 0);
+    b.set(enc.encode("0000644\0"), 100);
+    for (const at of [108, 116]) b.set(enc.encode("0000000\0"), at);
+    b.set(enc.encode(size.toString(8).padStart(11, "0") + "\0"), 124);
+    b.set(enc.encode("00000000000\0"), 136);
+    b[156] = flag.charCodeAt(0);
+    b.set(linkname, 157);
+    b.set(enc.encode("ustar\x0000"), 257);
+    b.fill(0x20, 148, 156);
+    let sum = 0;
+    for (const x of b) sum += x;
+    b.set(enc.encode(sum.toString(8).padStart(6, "0") + "\0 "), 148);
+    return b;
+  };
+  const cafe = new Uint8Array([0x63, 0x61, 0x66, 0xe9]);
+  const record = new Uint8Array([...enc.encode("13 path=x/"), 0xff, 0xfe, 0x0a]);
+  const padded = new Uint8Array(512);
+  padded.set(record);
+  const archive = new Uint8Array([
+    ...block(cafe, "0"),
+    ...block(enc.encode("link"), "2", cafe),
+    ...block(enc.encode("PaxHeader"), "x", new Uint8Array(), record.length),
+    ...padded,
+    ...block(enc.encode("ignored"), "0"),
+    ...new Uint8Array(1024),
+  ]);
+  const names: [string, string][] = [];
+  for await (const e of readTar([archive])) names.push([e.header.name, e.header.linkname]);
+  assert.deepEqual(names, [["caf\udce9", ""], ["link", "caf\udce9"], ["x/\udcff\udcfe", ""]]);
+  // Written back, the archive holds the same bytes, and reads back the same.
+  const written = await createTar([
+    { header: { name: "caf\udce9", type: "file" }, body: new Uint8Array() },
+    { header: { name: "link", type: "symlink", linkname: "caf\udce9" } },
+    { header: { name: "x/\udcff\udcfe", type: "file" }, body: new Uint8Array() },
+  ]);
+  const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  for (const bytes of [cafe, new Uint8Array([0x78, 0x2f, 0xff, 0xfe])]) {
+    assert.ok(hex(written).includes(hex(bytes)), `${hex(bytes)} in the archive`);
+  }
+  const again: [string, string][] = [];
+  for await (const e of readTar([written])) again.push([e.header.name, e.header.linkname]);
+  assert.deepEqual(again, names);
+});
