@@ -17,6 +17,8 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { NotFound } from "../errors.ts";
+import * as sys from "../sys/mod.ts";
+import { decodeName } from "../sys/_names.ts";
 import { runOk } from "./_peers.ts";
 
 /** The kind of a tree entry. */
@@ -103,53 +105,79 @@ async function walk(
   entries: Map<string, TreeEntry>,
   inodes: Map<string, string[]>,
 ): Promise<void> {
+  // Through Strata's sys calls, not Deno's file APIs: names that are not UTF-8 (U+DC80-U+DCFF,
+  // see sys/_names.ts) must open the same files again.
   const abs = rel === "." ? root : join(root, rel);
-  const info = await Deno.lstat(abs);
-  const type = entryType(info);
+  const st = sys.lstat(abs);
+  const type = entryType(st.mode);
   const entry: TreeEntry = {
     type,
-    mode: (info.mode ?? 0) & 0o7777,
-    uid: info.uid ?? 0,
-    gid: info.gid ?? 0,
-    size: info.size,
-    mtime: info.mtime?.getTime() ?? 0,
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    size: st.size,
+    mtime: st.mtime.sec * 1000 + Math.floor(st.mtime.nsec / 1e6),
   };
   entries.set(rel, entry);
   if (type === "symlink") {
-    entry.linkTarget = await Deno.readLink(abs);
+    entry.linkTarget = sys.readlinkat(sys.AT_FDCWD, abs);
   } else if (type === "char" || type === "block") {
-    entry.rdev = info.rdev ?? 0;
+    entry.rdev = st.rdev;
   } else if (type === "file") {
-    entry.sha256 = await hashFile(abs);
-    if ((info.nlink ?? 1) > 1) {
-      const key = `${info.dev}:${info.ino}`;
+    entry.sha256 = hashFile(abs);
+    if (st.nlink > 1) {
+      const key = `${st.dev}:${st.ino}`;
       const paths = inodes.get(key);
       if (paths === undefined) inodes.set(key, [rel]);
       else paths.push(rel);
     }
   } else if (type === "dir") {
-    const names: string[] = [];
-    for await (const child of Deno.readDir(abs)) names.push(child.name);
+    const fd = sys.open(abs, sys.O_RDONLY | sys.O_DIRECTORY | sys.O_NOFOLLOW | sys.O_CLOEXEC);
+    let names: string[];
+    try {
+      names = sys.readDirFd(fd).map((child) => child.name);
+    } finally {
+      sys.close(fd);
+    }
     for (const name of names.sort()) {
       await walk(root, rel === "." ? name : `${rel}/${name}`, entries, inodes);
     }
   }
 }
 
-function entryType(info: Deno.FileInfo): EntryType {
-  if (info.isSymlink) return "symlink";
-  if (info.isDirectory) return "dir";
-  if (info.isFile) return "file";
-  if (info.isCharDevice) return "char";
-  if (info.isBlockDevice) return "block";
-  if (info.isFifo) return "fifo";
-  return "socket";
+function entryType(mode: number): EntryType {
+  switch (mode & sys.S_IFMT) {
+    case sys.S_IFLNK:
+      return "symlink";
+    case sys.S_IFDIR:
+      return "dir";
+    case sys.S_IFREG:
+      return "file";
+    case sys.S_IFCHR:
+      return "char";
+    case sys.S_IFBLK:
+      return "block";
+    case sys.S_IFIFO:
+      return "fifo";
+    default:
+      return "socket";
+  }
 }
 
-async function hashFile(path: string): Promise<string> {
+const hashBuf = new Uint8Array(1 << 20);
+
+function hashFile(path: string): string {
   const hash = createHash("sha256");
-  using file = await Deno.open(path, { read: true });
-  for await (const chunk of file.readable) hash.update(chunk);
+  const fd = sys.open(path, sys.O_RDONLY | sys.O_NOFOLLOW | sys.O_CLOEXEC);
+  try {
+    for (;;) {
+      const n = sys.read(fd, hashBuf);
+      if (n === 0) break;
+      hash.update(hashBuf.subarray(0, n));
+    }
+  } finally {
+    sys.close(fd);
+  }
   return hash.digest("hex");
 }
 
@@ -191,7 +219,7 @@ async function readXattrs(dir: string): Promise<Map<string, Record<string, strin
   return result;
 }
 
-/** Turns getfattr's `\ooo` escapes back into the UTF-8 name they encode. */
+/** Turns getfattr's `\ooo` escapes back into the name they encode (bytes that are not UTF-8 kept). */
 function unescapeName(text: string): string {
   const bytes: number[] = [];
   const encoder = new TextEncoder();
@@ -204,7 +232,7 @@ function unescapeName(text: string): string {
       bytes.push(...encoder.encode(text[i]));
     }
   }
-  return new TextDecoder().decode(new Uint8Array(bytes));
+  return decodeName(new Uint8Array(bytes));
 }
 
 /** Options for {@linkcode diffTrees}. */

@@ -22,6 +22,7 @@ import { type CompareOptions, compareSnapshot, writeDiff } from "../../diff/comp
 import { MetadataDb } from "../../metadata/db.ts";
 import { type Mount, readOnlyMounts, singleBindSource, withTempMount } from "../../mount/mod.ts";
 import { openSnapshotter } from "../../snapshotters/mod.ts";
+import { removeAt } from "../../diff/_apply_fs.ts";
 import * as sys from "../../sys/mod.ts";
 import { makeTempDir, peerTest, runOk } from "../_peers.ts";
 import { diffTrees, snapshotTree, type TreeEntry } from "../_tree.ts";
@@ -55,8 +56,39 @@ class Rng {
   }
 }
 
-// Short names that sort around "/" ("a-b" < "a/..." < "a.b"), non-ASCII, spaces, dot files and
-// a long one (more than ustar's 100 bytes).
+/**
+ * The file operations the generator uses, through Strata's sys calls: Deno's own would turn the
+ * bytes of names that are not UTF-8 (U+DC80-U+DCFF) into U+FFFD.
+ */
+const fsx = {
+  mkdirSync(path: string): void {
+    sys.mkdirat(sys.AT_FDCWD, path, 0o777);
+  },
+  chmodSync(path: string, mode: number): void {
+    sys.fchmodat(sys.AT_FDCWD, path, mode, 0);
+  },
+  writeFileSync(path: string, data: Uint8Array): void {
+    const fd = sys.open(path, sys.O_WRONLY | sys.O_CREAT | sys.O_TRUNC | sys.O_CLOEXEC, 0o666);
+    try {
+      sys.writeAll(fd, data);
+    } finally {
+      sys.close(fd);
+    }
+  },
+  symlinkSync(target: string, path: string): void {
+    sys.symlinkat(target, sys.AT_FDCWD, path);
+  },
+  linkSync(existing: string, path: string): void {
+    sys.linkat(sys.AT_FDCWD, existing, sys.AT_FDCWD, path, 0);
+  },
+  removeSync(path: string, _options: { recursive?: boolean } = {}): void {
+    removeAt(sys.AT_FDCWD, path, null, false);
+  },
+};
+
+// Short names that sort around "/" ("a-b" < "a/..." < "a.b"), non-ASCII, names that are not
+// UTF-8 (Latin-1 "café", and bytes that sort after U+1F600's f0 9f), spaces, dot files and a
+// long one (more than ustar's 100 bytes).
 const NAMES = [
   "a",
   "b",
@@ -69,6 +101,8 @@ const NAMES = [
   "日本",
   "😀",
   "\uff5e",
+  "caf\udce9",
+  "\udcff\udcfe",
   "z z",
   ".dot",
   "long-" + "x".repeat(110),
@@ -128,21 +162,21 @@ class Gen {
     const path = join(root, rel);
     switch (kind) {
       case "dir":
-        Deno.mkdirSync(path);
+        fsx.mkdirSync(path);
         this.populate(root, rel, depth + 1, files);
         this.#owner(path);
-        Deno.chmodSync(path, this.rng.pick(DIR_MODES));
+        fsx.chmodSync(path, this.rng.pick(DIR_MODES));
         return;
       case "file":
-        Deno.writeFileSync(path, this.content());
+        fsx.writeFileSync(path, this.content());
         this.#owner(path);
-        Deno.chmodSync(path, this.rng.pick(FILE_MODES));
+        fsx.chmodSync(path, this.rng.pick(FILE_MODES));
         if (IS_ROOT && this.rng.chance(0.1)) sys.lsetxattr(path, "security.capability", CAPABILITY);
         this.#times(path);
         files.push(rel);
         return;
       case "symlink":
-        Deno.symlinkSync(
+        fsx.symlinkSync(
           this.rng.pick(["a", "../b", "/etc/passwd", "c/d/e", "é", ""]) || ".",
           path,
         );
@@ -152,7 +186,7 @@ class Gen {
       case "link": {
         const existing = files.filter((f) => isFile(join(root, f)));
         if (existing.length === 0) return this.create(root, rel, "file", files, depth);
-        Deno.linkSync(join(root, this.rng.pick(existing)), path);
+        fsx.linkSync(join(root, this.rng.pick(existing)), path);
         return;
       }
       case "fifo":
@@ -163,7 +197,7 @@ class Gen {
         const dev = kind === "fifo" ? 0 : sys.makedev(1 + this.rng.int(300), this.rng.int(70000));
         sys.mknodat(sys.AT_FDCWD, path, type | 0o600, dev);
         this.#owner(path);
-        Deno.chmodSync(path, this.rng.pick([0o600, 0o666, 0o640]));
+        fsx.chmodSync(path, this.rng.pick([0o600, 0o666, 0o640]));
         this.#times(path);
         return;
       }
@@ -221,7 +255,7 @@ class Gen {
       switch (op) {
         case "delete":
           if (any === undefined) break;
-          Deno.removeSync(path, { recursive: true });
+          fsx.removeSync(path, { recursive: true });
           log.push(`delete ${any.rel}`);
           break;
         case "content": {
@@ -229,7 +263,7 @@ class Gen {
           const rel = this.rng.pick(files);
           const p = join(root, rel);
           const before = sys.lstat(p).mtime.sec;
-          Deno.writeFileSync(p, this.content()); // In place: hardlink partners change too.
+          fsx.writeFileSync(p, this.content()); // In place: hardlink partners change too.
           this.#newTime(p, before);
           log.push(`content ${rel}`);
           break;
@@ -239,7 +273,7 @@ class Gen {
           const modes = any.type === "dir" ? DIR_MODES : FILE_MODES;
           const old = sys.lstat(path).mode & 0o7777;
           const mode = modes.find((m) => m !== old && this.rng.chance(0.4)) ?? (old ^ 0o070);
-          Deno.chmodSync(path, mode);
+          fsx.chmodSync(path, mode);
           log.push(`chmod ${any.rel} ${mode.toString(8)}`);
           break;
         }
@@ -263,15 +297,15 @@ class Gen {
           const rel = this.rng.pick(links).rel;
           const p = join(root, rel);
           const before = sys.lstat(p).mtime.sec;
-          Deno.removeSync(p);
-          Deno.symlinkSync(`new-target-${this.#counter++}`, p);
+          fsx.removeSync(p);
+          fsx.symlinkSync(`new-target-${this.#counter++}`, p);
           this.#newTime(p, before);
           log.push(`retarget ${rel}`);
           break;
         }
         case "replace": {
           if (any === undefined) break;
-          Deno.removeSync(path, { recursive: true });
+          fsx.removeSync(path, { recursive: true });
           const kind = any.type === "dir" ? this.rng.pick(["file", "symlink"] as const) : "dir";
           this.create(root, any.rel, kind, files, 1);
           log.push(`replace ${any.rel} by ${kind}`);
@@ -287,7 +321,7 @@ class Gen {
           if (files.length === 0) break;
           const dir = this.rng.pick(dirs);
           const rel = join(dir, `link-${this.#counter++}`);
-          Deno.linkSync(join(root, this.rng.pick(files)), join(root, rel));
+          fsx.linkSync(join(root, this.rng.pick(files)), join(root, rel));
           log.push(`link ${rel}`);
           break;
         }
@@ -297,8 +331,8 @@ class Gen {
           const rel = this.rng.pick(linked);
           const p = join(root, rel);
           const before = sys.lstat(p).mtime.sec;
-          Deno.removeSync(p);
-          Deno.writeFileSync(p, this.content());
+          fsx.removeSync(p);
+          fsx.writeFileSync(p, this.content());
           this.#newTime(p, before);
           log.push(`break ${rel}`);
           break;
@@ -346,21 +380,26 @@ function isFile(path: string): boolean {
   }
 }
 
+function listDir(path: string): sys.DirEntry[] {
+  const fd = sys.open(path, sys.O_RDONLY | sys.O_DIRECTORY | sys.O_NOFOLLOW | sys.O_CLOEXEC);
+  try {
+    return sys.readDirFd(fd);
+  } finally {
+    sys.close(fd);
+  }
+}
+
 function listTree(root: string, rel = ""): { rel: string; type: string }[] {
   const out: { rel: string; type: string }[] = [];
   for (
-    const entry of [...Deno.readDirSync(join(root, rel))].sort((a, b) => a.name < b.name ? -1 : 1)
+    const entry of listDir(join(root, rel)).sort((a, b) => a.name < b.name ? -1 : 1)
   ) {
     const childRel = join(rel, entry.name);
-    const type = entry.isDirectory
-      ? "dir"
-      : entry.isSymlink
-      ? "symlink"
-      : entry.isFile
-      ? "file"
+    const type = entry.type === "dir" || entry.type === "symlink" || entry.type === "file"
+      ? entry.type
       : "other";
     out.push({ rel: childRel, type });
-    if (entry.isDirectory) out.push(...listTree(root, childRel));
+    if (entry.type === "dir") out.push(...listTree(root, childRel));
   }
   return out;
 }
