@@ -3,7 +3,13 @@ import { pathToFileURL } from "node:url";
 import { applyLayer } from "../diff/apply.ts";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../errors.ts";
 import { imageLayers } from "../images/manifest.ts";
-import type { Command, CommandContext, OptionSpec, Values } from "./_command.ts";
+import {
+  type Command,
+  type CommandContext,
+  type OptionSpec,
+  printableName,
+  type Values,
+} from "./_command.ts";
 import { findImage, platformOption } from "./_images.ts";
 
 /** Whether to syncfs: `--sync-fs`/`--no-sync-fs`, else `[unpack] sync_fs`, else the default. */
@@ -156,7 +162,7 @@ export const applyCommand: Command = {
         ? { expectedDiffId: values["expected-diff-id"] }
         : {}),
     });
-    for (const s of result.skipped) ctx.err(`skipped ${s.path}: ${s.reason}`);
+    for (const s of result.skipped) ctx.err(`skipped ${printableName(s.path)}: ${s.reason}`);
     if (ctx.json) return ctx.out(JSON.stringify(result, null, 2));
     ctx.out(result.diffId);
   },

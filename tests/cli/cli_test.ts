@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { main } from "../../cli.ts";
 import { buildSample } from "../../sample/build.ts";
 import { makeTempDir } from "../_peers.ts";
+import { rawEntry, rawTar } from "../diff/_helpers.ts";
 
 interface Ran {
   code: number;
@@ -186,4 +187,28 @@ Deno.test("strata reads --config and reports a broken one", async () => {
   assert.match(broken.err, /Cannot parse config file/);
   const missing = await strata(["--config", join(tmp.path, "nope.toml"), "images", "ls"]);
   assert.equal(missing.code, 3);
+});
+
+Deno.test("strata apply prints skipped names with bytes that are not UTF-8 and control characters escaped", async () => {
+  await using tmp = await makeTempDir();
+  const name = (...parts: (string | number[])[]) =>
+    new Uint8Array(
+      parts.flatMap((p) => typeof p === "string" ? [...new TextEncoder().encode(p)] : p),
+    );
+  // AUFS hardlink metadata is never applied: it is reported as skipped, under its own name.
+  const layer = rawTar(
+    rawEntry({ name: name(".wh..wh.plnk/caf", [0xe9]), typeflag: "0" }, new Uint8Array(1)),
+    rawEntry({ name: name(".wh..wh.plnk/new\nline"), typeflag: "0" }, new Uint8Array(1)),
+    rawEntry({ name: "kept", typeflag: "0" }, new Uint8Array(1)),
+  );
+  const file = join(tmp.path, "layer.tar");
+  await Deno.writeFile(file, layer);
+  const dir = join(tmp.path, "root");
+  await Deno.mkdir(dir);
+  const r = await strata(["apply", file, dir]);
+  assert.equal(r.code, 0, r.err);
+  const lines = r.err.split("\n");
+  assert.ok(lines.some((l) => l.startsWith("skipped .wh..wh.plnk/caf\\xe9: AUFS")), r.err);
+  assert.ok(lines.some((l) => l.startsWith("skipped .wh..wh.plnk/new\\x0aline: AUFS")), r.err);
+  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["kept"]);
 });
