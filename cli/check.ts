@@ -9,7 +9,14 @@ import { chainIds, checkImage } from "../images/mod.ts";
 import { mountAll, unmountAll } from "../mount/mod.ts";
 import type { Mount } from "../mount/types.ts";
 import { type CheckDifference, checkUnpacked } from "../unpack/check.ts";
-import { type Command, humanSize, type OptionSpec, table, type Values } from "./_command.ts";
+import {
+  type Command,
+  humanSize,
+  type OptionSpec,
+  printableName,
+  table,
+  type Values,
+} from "./_command.ts";
 import { findImage, platformOption } from "./_images.ts";
 import { syncFsOption } from "./unpack.ts";
 
@@ -26,8 +33,10 @@ function snapshotterName(values: Values): string | undefined {
 
 /** One line for a difference: what, where, expected and found, and in which snapshot. */
 function formatDifference(d: CheckDifference): string {
-  const where = d.path === "" ? "(layer)" : d.path;
-  return `${d.problem} ${where}: expected ${d.expected}, found ${d.actual} (snapshot ${d.chainId}, layer ${d.layer})`;
+  const where = d.path === "" ? "(layer)" : printableName(d.path);
+  const expected = printableName(d.expected);
+  const actual = printableName(d.actual);
+  return `${d.problem} ${where}: expected ${expected}, found ${actual} (snapshot ${d.chainId}, layer ${d.layer})`;
 }
 
 /** `strata check`: verify that an unpacked image's snapshots still hold what its layers say. */

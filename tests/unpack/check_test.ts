@@ -278,6 +278,23 @@ for (const snapshotter of SNAPSHOTTERS) {
         });
         await sn.remove("latin1-view");
         assert.deepEqual(found, ["caf\xe9 ", "caf\xe9/b\xff ", "hard ", "link caf\xe9/b\xff"]);
+        // Damage the file in the first layer's snapshot: strata check names it as GNU tar would.
+        const bottom = (await snapshotDirs(sn, chainIds(image.diffIds)[0]!)).dir;
+        const fd = sys.open(join(bottom, "caf\udce9/b\udcff"), sys.O_WRONLY | sys.O_CLOEXEC);
+        sys.ftruncate(fd, 1);
+        sys.close(fd);
+        const checked = await runCommand(client, checkCommand, [
+          "--snapshotter",
+          snapshotter,
+          image.name,
+        ]);
+        assert.equal(checked.code, 5, checked.err.join("\n"));
+        assert.ok(
+          checked.out.some((l) =>
+            /^size \/caf\\xe9\/b\\xff: expected 5 bytes, found 1 bytes/.test(l)
+          ),
+          checked.out.join("\n"),
+        );
       } finally {
         client.close();
       }
