@@ -13,7 +13,6 @@ const CAPABILITY = "security.capability";
 /** Bytes read from a file at a time, for the layer and for content comparison. */
 const READ_CHUNK = 1 << 20;
 const OPEN_FILE = sys.O_RDONLY | sys.O_NOFOLLOW | sys.O_CLOEXEC;
-const OPEN_DIR = sys.O_RDONLY | sys.O_DIRECTORY | sys.O_NOFOLLOW | sys.O_CLOEXEC;
 const EMPTY = new Uint8Array(0);
 
 /** How a path changed between the lower and the upper tree. */
@@ -62,12 +61,7 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
 
 /** Lists a directory without following a symlink, sorted by {@linkcode compareNames}. */
 export function listDir(path: string): string[] {
-  const fd = sys.open(path, OPEN_DIR);
-  try {
-    return sys.readDirFd(fd).map((entry) => entry.name).sort(compareNames);
-  } finally {
-    sys.close(fd);
-  }
+  return sys.readDirAt(sys.AT_FDCWD, path).map((entry) => entry.name).sort(compareNames);
 }
 
 /** `lstat`, or `undefined` when the path does not exist. */

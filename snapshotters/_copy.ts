@@ -25,7 +25,7 @@
 // fsync.
 //
 // Limits: paths are handled as absolute strings (PATH_MAX applies). Names are listed with
-// getdents64 (sys.readDirFd), so names that are not UTF-8 are copied byte for byte.
+// getdents64 (sys.readDirAt), so names that are not UTF-8 are copied byte for byte.
 import { join } from "node:path";
 import { InvalidArgument } from "../errors.ts";
 import {
@@ -47,7 +47,6 @@ import {
   mknodat,
   O_CLOEXEC,
   O_CREAT,
-  O_DIRECTORY,
   O_EXCL,
   O_NOFOLLOW,
   O_RDONLY,
@@ -55,7 +54,7 @@ import {
   open,
   pread,
   pwrite,
-  readDirFd,
+  readDirAt,
   readlinkat,
   S_IFBLK,
   S_IFCHR,
@@ -136,7 +135,7 @@ export function copyDir(src: string, dst: string, options: CopyDirOptions = {}):
 }
 
 function copyChildren(srcDir: string, dstDir: string, ctx: Context): void {
-  for (const name of listNames(srcDir)) {
+  for (const { name } of readDirAt(AT_FDCWD, srcDir)) {
     const src = join(srcDir, name);
     const dst = join(dstDir, name);
     const st = statx(AT_FDCWD, src, AT_SYMLINK_NOFOLLOW);
@@ -181,16 +180,6 @@ function copyChildren(srcDir: string, dstDir: string, ctx: Context): void {
     }
     copyMetadata(src, dst, st, ctx);
     if (inodeKey !== undefined) ctx.inodes.set(inodeKey, dst);
-  }
-}
-
-/** The names in a directory (not following a symlink). */
-function listNames(dir: string): string[] {
-  const fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  try {
-    return readDirFd(fd).map((entry) => entry.name);
-  } finally {
-    close(fd);
   }
 }
 

@@ -7,16 +7,9 @@ import { FailedPrecondition } from "../errors.ts";
 import {
   AT_FDCWD,
   AT_SYMLINK_NOFOLLOW,
-  close,
-  type DirEntry,
   fchmodat,
   isErrno,
-  O_CLOEXEC,
-  O_DIRECTORY,
-  O_NOFOLLOW,
-  O_RDONLY,
-  open,
-  readDirFd,
+  readDirAt,
   S_IFDIR,
   S_IFMT,
   statx,
@@ -462,14 +455,7 @@ function removeTree(path: string): void {
 function makeWritable(dir: string): void {
   if ((statx(AT_FDCWD, dir, AT_SYMLINK_NOFOLLOW).mode & S_IFMT) !== S_IFDIR) return;
   fchmodat(AT_FDCWD, dir, 0o700, 0);
-  const fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  let entries: DirEntry[];
-  try {
-    entries = readDirFd(fd);
-  } finally {
-    close(fd);
-  }
-  for (const entry of entries) {
+  for (const entry of readDirAt(AT_FDCWD, dir)) {
     if (entry.type === "dir" || entry.type === "unknown") makeWritable(join(dir, entry.name));
   }
 }

@@ -55,6 +55,10 @@ import {
   AT_EMPTY_PATH,
   AT_FDCWD,
   AT_SYMLINK_NOFOLLOW,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_RDONLY,
   STATX_BASIC_STATS,
   STATX_BTIME,
 } from "./constants.ts";
@@ -1360,6 +1364,29 @@ export function readDirFd(fd: number): DirEntry[] {
       }
       off += reclen;
     }
+  }
+}
+
+/**
+ * Lists the directory `path` (relative to `dirfd`) with {@linkcode readDirFd}: opens it without
+ * following a final symlink, lists it and closes it.
+ *
+ * @example
+ * ```ts
+ * import { AT_FDCWD, readDirAt } from "@strata/strata/sys";
+ * for (const entry of readDirAt(AT_FDCWD, "/etc")) console.log(entry.name, entry.type);
+ * ```
+ *
+ * @param dirfd The directory the path is relative to, or `AT_FDCWD`.
+ * @param path The directory to list.
+ * @returns The entries, in directory order.
+ */
+export function readDirAt(dirfd: number, path: string): DirEntry[] {
+  const fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  try {
+    return readDirFd(fd);
+  } finally {
+    close(fd);
   }
 }
 

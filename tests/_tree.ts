@@ -132,13 +132,7 @@ async function walk(
       else paths.push(rel);
     }
   } else if (type === "dir") {
-    const fd = sys.open(abs, sys.O_RDONLY | sys.O_DIRECTORY | sys.O_NOFOLLOW | sys.O_CLOEXEC);
-    let names: string[];
-    try {
-      names = sys.readDirFd(fd).map((child) => child.name);
-    } finally {
-      sys.close(fd);
-    }
+    const names = sys.readDirAt(sys.AT_FDCWD, abs).map((child) => child.name);
     for (const name of names.sort()) {
       await walk(root, rel === "." ? name : `${rel}/${name}`, entries, inodes);
     }

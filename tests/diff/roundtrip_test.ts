@@ -380,19 +380,12 @@ function isFile(path: string): boolean {
   }
 }
 
-function listDir(path: string): sys.DirEntry[] {
-  const fd = sys.open(path, sys.O_RDONLY | sys.O_DIRECTORY | sys.O_NOFOLLOW | sys.O_CLOEXEC);
-  try {
-    return sys.readDirFd(fd);
-  } finally {
-    sys.close(fd);
-  }
-}
-
 function listTree(root: string, rel = ""): { rel: string; type: string }[] {
   const out: { rel: string; type: string }[] = [];
   for (
-    const entry of listDir(join(root, rel)).sort((a, b) => a.name < b.name ? -1 : 1)
+    const entry of sys.readDirAt(sys.AT_FDCWD, join(root, rel)).sort((a, b) =>
+      a.name < b.name ? -1 : 1
+    )
   ) {
     const childRel = join(rel, entry.name);
     const type = entry.type === "dir" || entry.type === "symlink" || entry.type === "file"

@@ -621,3 +621,23 @@ Deno.test("readDirFd() lists entries with their d_type, without . and .., from t
   }
   assert.throws(() => sys.readDirFd(NEVER_OPEN_FD), sysErr("EBADF"));
 });
+
+Deno.test("readDirAt() lists a directory by path, relative to a descriptor, without following a symlink", () => {
+  using dir = tempDir();
+  const p = dir.path;
+  Deno.mkdirSync(`${p}/d`);
+  Deno.writeTextFileSync(`${p}/d/f`, "x");
+  Deno.symlinkSync("d", `${p}/link`);
+  const names = (entries: sys.DirEntry[]) => entries.map((e) => `${e.name}:${e.type}`).sort();
+  assert.deepEqual(names(sys.readDirAt(AT_FDCWD, p)), ["d:dir", "link:symlink"]);
+  const fd = sys.open(p, sys.O_RDONLY | sys.O_DIRECTORY);
+  try {
+    assert.deepEqual(names(sys.readDirAt(fd, "d")), ["f:file"]);
+    // O_NOFOLLOW with O_DIRECTORY: a symlink is "not a directory".
+    assert.throws(() => sys.readDirAt(fd, "link"), sysErr("ENOTDIR"));
+    assert.throws(() => sys.readDirAt(fd, "d/f"), sysErr("ENOTDIR"));
+    assert.throws(() => sys.readDirAt(fd, "missing"), sysErr("ENOENT"));
+  } finally {
+    sys.close(fd);
+  }
+});
