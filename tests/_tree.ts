@@ -229,6 +229,23 @@ function unescapeName(text: string): string {
   return decodeName(new Uint8Array(bytes));
 }
 
+/**
+ * Every path below `dir` with its symlink target, as find(1) lists them (no decoding of Strata's
+ * involved): `"<path> <target>"`, the target empty for what is not a symlink, sorted. Each byte is
+ * one character (latin1), so names that are not UTF-8 compare by their bytes: `"caf\xe9 "`.
+ *
+ * @param dir The directory to list.
+ * @returns One line per path.
+ */
+export function findListing(dir: string): string[] {
+  const out = new Deno.Command("find", { args: [dir, "-mindepth", "1", "-printf", "%P %l\\0"] })
+    .outputSync();
+  if (!out.success) {
+    throw new Error(`Cannot list "${dir}" with find: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return new TextDecoder("latin1").decode(out.stdout).split("\0").filter((l) => l !== "").sort();
+}
+
 /** Options for {@linkcode diffTrees}. */
 export interface DiffOptions {
   /** Attributes not to compare. */

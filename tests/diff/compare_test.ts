@@ -13,7 +13,7 @@ import { openSnapshotter } from "../../snapshotters/mod.ts";
 import * as sys from "../../sys/mod.ts";
 import { encodeName } from "../../sys/_names.ts";
 import { makeTempDir, peerTest, runOk } from "../_peers.ts";
-import { diffTrees, snapshotTree } from "../_tree.ts";
+import { diffTrees, findListing, snapshotTree } from "../_tree.ts";
 
 const OCI_TAR = "application/vnd.oci.image.layer.v1.tar";
 const OCI_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -893,7 +893,6 @@ peerTest(
 
 Deno.test("writeDiff() keeps names that are not UTF-8 byte for byte, in byte order, and they apply back", async () => {
   await using p = await pair();
-  const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
   // Names as Strata's calls take them: bytes that are not UTF-8 are U+DC80-U+DCFF.
   const cafe = "caf\udce9"; // Latin-1 "café": 63 61 66 e9
   sys.close(sys.open(p.lower.path("z\udcfe"), sys.O_WRONLY | sys.O_CREAT, 0o644));
@@ -933,15 +932,9 @@ Deno.test("writeDiff() keeps names that are not UTF-8 byte for byte, in byte ord
   Deno.mkdirSync(target);
   sys.close(sys.open(join(target, "z\udcfe"), sys.O_WRONLY | sys.O_CREAT, 0o644));
   await applyLayer(once(tar), target);
-  const applied = new Deno.Command("find", { args: [target, "-mindepth", "1", "-printf", "%P\\n"] })
-    .outputSync();
   assert.deepEqual(
-    new TextDecoder("latin1").decode(applied.stdout).split("\n").filter((l) => l !== "").sort(),
-    want.slice(0, 5).sort(),
+    findListing(target),
+    want.slice(0, 5).map((n) => n === "caf\xe9/link" ? `${n} b\xff` : `${n} `).sort(),
   );
   assert.equal(sys.readlinkat(sys.AT_FDCWD, join(target, `${cafe}/link`)), "b\udcff");
-  // Deno's own arguments would turn U+DCFF into U+FFFD: find the link instead of naming it.
-  const link = new Deno.Command("find", { args: [target, "-type", "l", "-printf", "%l"] })
-    .outputSync();
-  assert.equal(hex(link.stdout), "62ff");
 });

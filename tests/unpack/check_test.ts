@@ -28,6 +28,7 @@ import {
   snapshotDirsFromView,
 } from "../../unpack/check.ts";
 import { makeTempDir, peerTest, type TempDir } from "../_peers.ts";
+import { findListing } from "../_tree.ts";
 import { concat, rawEntry, rawTar } from "../diff/_helpers.ts";
 import { manyFileLayers, writeLayout } from "./_build_image.ts";
 
@@ -268,14 +269,7 @@ for (const snapshotter of SNAPSHOTTERS) {
         // The merged view, listed by find(1): the bytes of the layers, the deleted file gone.
         const sn = await client.snapshotter(snapshotter);
         const mounts = await sn.view("latin1-view", { parent: chainIds(image.diffIds).at(-1)! });
-        const found = await withTempMount(mounts, (dir) => {
-          const out = new Deno.Command("find", {
-            args: [dir, "-mindepth", "1", "-printf", "%P %l\\n"],
-            env: { LC_ALL: "C" },
-          }).outputSync();
-          return new TextDecoder("latin1").decode(out.stdout).split("\n").filter((l) => l !== "")
-            .sort();
-        });
+        const found = await withTempMount(mounts, findListing);
         await sn.remove("latin1-view");
         assert.deepEqual(found, ["caf\xe9 ", "caf\xe9/b\xff ", "hard ", "link caf\xe9/b\xff"]);
         // Damage the file in the first layer's snapshot: strata check names it as GNU tar would.
