@@ -14,6 +14,9 @@ if ((mode !== "reuse" && mode !== "error") || url === undefined || roots.length 
   throw new Error("Usage: _worker_threads_child.ts reuse|error LAYER_URL ROOT...");
 }
 
+/** Polls a thread must be seen in to count as a worker (1 ms apart). */
+const MIN_POLLS = 10;
+
 function workerThreads(): Set<string> {
   const out = new Set<string>();
   for (const task of Deno.readDirSync("/proc/self/task")) {
@@ -28,10 +31,14 @@ function workerThreads(): Set<string> {
 }
 
 const before = workerThreads();
-// Every worker thread that ran meanwhile (a thread id is not reused soon).
-const seen = new Set<string>();
+// How often each new worker-named thread was seen (a thread id is not reused soon). A thread a
+// worker starts carries the worker's name until it names itself, so only threads seen in several
+// polls count: a worker lives for a whole layer.
+const polls = new Map<string, number>();
 const poll = setInterval(() => {
-  for (const tid of workerThreads()) if (!before.has(tid)) seen.add(tid);
+  for (const tid of workerThreads()) {
+    if (!before.has(tid)) polls.set(tid, (polls.get(tid) ?? 0) + 1);
+  }
 }, 1);
 const result: Record<string, unknown> = {};
 const release = mode === "reuse" ? keepInflateWorkers() : () => {};
@@ -56,6 +63,7 @@ for (let i = 0; i < 100 && !ended; i++) {
   ended = workerThreads().size === before.size;
   if (!ended) await new Promise((resolve) => setTimeout(resolve, 20));
 }
-console.log(JSON.stringify({ ...result, seen: [...seen], ended }));
+const seen = [...polls].filter(([, n]) => n >= MIN_POLLS).map(([tid]) => tid);
+console.log(JSON.stringify({ ...result, seen, ended }));
 // A worker left running would keep the process alive: the report above says so; exit anyway.
 Deno.exit(0);
