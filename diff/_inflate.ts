@@ -5,10 +5,11 @@
 
 import { createHash } from "node:crypto";
 import { reviveError, type SerializedError } from "../errors.ts";
+import type { Follow } from "./follow.ts";
 
 /** What the inflate worker is told. */
 export type ToInflater =
-  | { type: "start"; path: string; slots: number }
+  | { type: "start"; path: string; slots: number; follow: Follow | undefined }
   | { type: "give"; buffer: ArrayBuffer };
 
 /** What the inflate worker says. */
@@ -78,12 +79,17 @@ function putWorker(worker: Worker, finished: boolean): void {
  */
 export class OffThreadInflate implements AsyncIterable<Uint8Array> {
   #path: string;
+  #follow: Follow | undefined;
   /** Digests and sizes, once every chunk was read. */
   result: InflateResult | undefined;
 
-  /** @param path The compressed file. */
-  constructor(path: string) {
+  /**
+   * @param path The compressed file.
+   * @param follow Set when the file is still being written (see `ApplyOptions.follow`).
+   */
+  constructor(path: string, follow?: Follow) {
     this.#path = path;
+    this.#follow = follow;
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
@@ -106,7 +112,12 @@ export class OffThreadInflate implements AsyncIterable<Uint8Array> {
     worker.onmessageerror = () => {
       push({ type: "error", error: { name: "Error", message: "a message could not be read" } });
     };
-    const start: ToInflater = { type: "start", path: this.#path, slots: SLOTS };
+    const start: ToInflater = {
+      type: "start",
+      path: this.#path,
+      slots: SLOTS,
+      follow: this.#follow,
+    };
     worker.postMessage(start);
     let lent: ArrayBuffer | null = null;
     const hash = createHash("sha256");

@@ -7,6 +7,8 @@ import { createHash } from "node:crypto";
 import { serializeError } from "../errors.ts";
 import { decompress } from "./compression.ts";
 import type { FromInflater, ToInflater } from "./_inflate.ts";
+import { readFileChunks } from "./_follow.ts";
+import type { Follow } from "./follow.ts";
 
 const READ_CHUNK = 1 << 20;
 
@@ -29,38 +31,20 @@ function takeBuffer(): Promise<ArrayBuffer> | ArrayBuffer {
   return new Promise((resolve) => (waiting = resolve));
 }
 
-/** The file, in 1 MiB reads into one buffer (decompress is done with a chunk before the next). */
-async function* readFile(
-  file: Deno.FsFile,
-  onChunk: (chunk: Uint8Array) => void,
-): AsyncGenerator<Uint8Array> {
-  const buf = new Uint8Array(READ_CHUNK);
-  for (;;) {
-    let n = 0;
-    while (n < buf.length) {
-      const got = await file.read(buf.subarray(n));
-      if (got === null) break;
-      n += got;
-    }
-    if (n === 0) return;
-    const chunk = n === buf.length ? buf : buf.subarray(0, n);
-    onChunk(chunk);
-    yield chunk;
-    if (n < buf.length) return;
-  }
-}
-
-async function inflate(path: string, slots: number): Promise<void> {
+async function inflate(path: string, slots: number, follow: Follow | undefined): Promise<void> {
   // A worker kept for another file has every buffer back already (the main thread returned them
   // before it sent this file).
   while (free.length < slots) free.push(new ArrayBuffer(READ_CHUNK));
   const compressedHash = createHash("sha256");
   let compressedSize = 0;
   let size = 0;
-  using file = await Deno.open(path);
-  const input = readFile(file, (chunk) => {
-    compressedHash.update(chunk);
-    compressedSize += chunk.length;
+  const input = readFileChunks(path, {
+    chunkSize: READ_CHUNK,
+    follow,
+    onChunk: (chunk) => {
+      compressedHash.update(chunk);
+      compressedSize += chunk.length;
+    },
   });
   let out = new Uint8Array(await takeBuffer());
   let fill = 0;
@@ -93,7 +77,7 @@ async function inflate(path: string, slots: number): Promise<void> {
 scope.onmessage = (event: MessageEvent<ToInflater>) => {
   const message = event.data;
   if (message.type === "start") {
-    inflate(message.path, message.slots).catch((err) => {
+    inflate(message.path, message.slots, message.follow).catch((err) => {
       scope.postMessage({ type: "error", error: serializeError(err) });
     });
   } else if (message.type === "give") {

@@ -65,6 +65,8 @@ import { isReadOnly, singleBindSource, withTempMount } from "../mount/mod.ts";
 import type { Mount } from "../mount/types.ts";
 import * as sys from "../sys/mod.ts";
 import { type Compression, decompress, detectCompression } from "./compression.ts";
+import { readFileChunks } from "./_follow.ts";
+import type { Follow } from "./follow.ts";
 import { OffThreadInflate } from "./_inflate.ts";
 import { readTar } from "./tar/mod.ts";
 import { LowersConflict, type Skipped, Tree, type WhiteoutPolicy } from "./_apply_tree.ts";
@@ -126,6 +128,15 @@ export interface ApplyOptions {
    * results are the same; on several CPUs the apply is faster.
    */
   offThread?: boolean;
+  /**
+   * With a `file:` URL source that is still being written (a layer being downloaded): its final
+   * size and the writer's state, so that the apply runs behind the download instead of after it.
+   * The file is read up to `size` bytes, waiting at its end for more while the state says it is
+   * written; the read fails once the state says the writer stopped, or when the file is complete
+   * but shorter. `expectedDigest` should be given: only it tells that the bytes read were the
+   * right ones.
+   */
+  follow?: Follow;
 }
 
 /** What {@linkcode applyLayer} did. */
@@ -213,6 +224,7 @@ export async function applyLayer(
         expectedDiffId: options.expectedDiffId,
         syncFs: options.syncFs === true,
         offThread: options.offThread ?? true,
+        follow: options.follow,
       });
     } catch (err) {
       if (!(err instanceof LowersConflict) || options.reopen === undefined) throw err;
@@ -237,6 +249,7 @@ interface Pass {
   expectedDiffId: string | undefined;
   syncFs: boolean;
   offThread: boolean;
+  follow: Follow | undefined;
 }
 
 /** Removes everything in the directory `root` (not the directory itself). */
@@ -273,7 +286,7 @@ async function applyOnce(
   let entries = 0;
   let digests: () => LayerDigests;
   try {
-    const layer = await openLayer(source, pass.offThread);
+    const layer = await openLayer(source, pass.offThread, pass.follow);
     digests = layer.digests;
     // readTar drains the stream after the end-of-archive marker: trailing bytes are hashed too.
     for await (const entry of readTar(layer.plain)) {
@@ -320,12 +333,13 @@ const READ_CHUNK = 1 << 20;
 async function openLayer(
   source: AsyncIterable<Uint8Array> | URL,
   offThread: boolean,
+  follow: Follow | undefined,
 ): Promise<{ plain: AsyncIterable<Uint8Array>; digests: () => LayerDigests }> {
   if (source instanceof URL) {
     const path = layerPath(source);
-    const { head, size } = await fileHead(path);
+    const { head, size } = await fileHead(path, follow);
     if (offThread && size >= OFF_THREAD_MIN && detectCompression(head) !== "none") {
-      const inflate = new OffThreadInflate(path);
+      const inflate = new OffThreadInflate(path, follow);
       return {
         plain: inflate,
         digests: () => {
@@ -334,7 +348,7 @@ async function openLayer(
         },
       };
     }
-    source = readFile(path);
+    source = readFileChunks(path, { chunkSize: READ_CHUNK, follow });
   }
   const compressedHash = createHash("sha256");
   const hash = createHash("sha256");
@@ -376,39 +390,27 @@ function layerPath(url: URL): string {
   return fileURLToPath(url);
 }
 
-/** The first bytes of a file (to detect its compression) and its size. */
-async function fileHead(path: string): Promise<{ head: Uint8Array; size: number }> {
-  let file: Deno.FsFile;
+/**
+ * The first bytes of a file (to detect its compression) and its size (a file still being written:
+ * the size it will have).
+ */
+async function fileHead(
+  path: string,
+  follow: Follow | undefined,
+): Promise<{ head: Uint8Array; size: number }> {
   try {
-    file = await Deno.open(path);
+    const size = follow?.size ?? (await Deno.stat(path)).size;
+    let head = new Uint8Array(0);
+    for await (const chunk of readFileChunks(path, { chunkSize: 10, follow })) {
+      head = chunk.slice();
+      break;
+    }
+    return { head, size };
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) {
       throw new NotFound(`Cannot apply layer from "${path}": the file does not exist`);
     }
     throw err;
-  }
-  try {
-    const head = new Uint8Array(10);
-    let n = 0;
-    while (n < head.length) {
-      const got = await file.read(head.subarray(n));
-      if (got === null) break;
-      n += got;
-    }
-    return { head: head.subarray(0, n), size: (await file.stat()).size };
-  } finally {
-    file.close();
-  }
-}
-
-/** A file in 1 MiB reads into one buffer (its consumer is done with a chunk before the next). */
-async function* readFile(path: string): AsyncGenerator<Uint8Array, void, undefined> {
-  using file = await Deno.open(path);
-  const buf = new Uint8Array(READ_CHUNK);
-  for (;;) {
-    const n = await file.read(buf);
-    if (n === null) return;
-    yield buf.subarray(0, n);
   }
 }
 

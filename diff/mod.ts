@@ -19,5 +19,6 @@
 export * from "./tar/mod.ts";
 export * from "./compression.ts";
 export * from "./apply.ts";
+export * from "./follow.ts";
 export type { Mount } from "../mount/types.ts";
 export * from "./compare.ts";

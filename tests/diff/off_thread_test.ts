@@ -9,6 +9,7 @@ import { InvalidArgument, NotFound } from "../../errors.ts";
 import { makeTempDir } from "../_peers.ts";
 import { diffTrees, snapshotTree } from "../_tree.ts";
 import { chunks, gzip, layer, sha256, zstd } from "./_helpers.ts";
+import { growFile } from "./_grow.ts";
 
 /** Bytes that barely compress, so that a few MiB of tar make a layer above the 4 MiB threshold. */
 function noise(size: number, seed: number): Uint8Array {
@@ -97,6 +98,56 @@ Deno.test("applyLayer() of a big compressed file off the main thread gives the t
     assert.deepEqual(diffTrees(treeOff, await snapshotTree(inThread), same), [], name);
     assert.deepEqual(diffTrees(treeOff, await snapshotTree(streamed), same), [], name);
     assert.equal(treeOff.get("big/f3")?.size, (1 << 20) + 4099 * 3);
+  }
+});
+
+Deno.test("applyLayer() with follow applies a layer file while it is written, on and off the main thread", async () => {
+  await using tmp = await makeTempDir();
+  const tar = await bigLayer();
+  const packed = gzip(tar);
+  const reference = join(tmp.path, "reference");
+  await Deno.mkdir(reference);
+  await applyLayer(await writeTemp(tmp.path, "whole.gz", packed), reference);
+  const same = { ignorePaths: ["."] };
+  for (const offThread of [true, false]) {
+    const path = join(tmp.path, `growing-${offThread}.gz`);
+    // Started on an empty file: without following it the apply would read nothing.
+    const grow = await growFile(path, packed, { piece: 256 << 10, delayMs: 3 });
+    const root = join(tmp.path, `applied-${offThread}`);
+    await Deno.mkdir(root);
+    const result = await applyLayer(pathToFileURL(path), root, {
+      follow: grow.follow,
+      offThread,
+      expectedDigest: sha256(packed),
+      expectedDiffId: sha256(tar),
+    });
+    await grow.done;
+    assert.equal(result.compressedSize, packed.length);
+    assert.deepEqual(
+      diffTrees(await snapshotTree(reference), await snapshotTree(root), same),
+      [],
+      `offThread ${offThread}`,
+    );
+  }
+});
+
+Deno.test("applyLayer() with follow fails when the writer stops half-way, on and off the main thread", async () => {
+  await using tmp = await makeTempDir();
+  const packed = gzip(await bigLayer());
+  for (const offThread of [true, false]) {
+    const path = join(tmp.path, `stopped-${offThread}.gz`);
+    const grow = await growFile(path, packed, {
+      piece: 256 << 10,
+      delayMs: 2,
+      stopAt: packed.length >> 1,
+    });
+    const root = join(tmp.path, `applied-${offThread}`);
+    await Deno.mkdir(root);
+    await assert.rejects(
+      applyLayer(pathToFileURL(path), root, { follow: grow.follow, offThread }),
+      /writer stopped after/,
+    );
+    await grow.done;
   }
 });
 
