@@ -390,6 +390,19 @@ export class ContentStore implements Provider {
   }
 
   /**
+   * The path of the file an ingest writes its bytes to, for reading a blob while it is written
+   * (a layer applied as it downloads). The commit renames that file into the blob store, so a
+   * reader should open it once and keep the descriptor; the file is absent when there is no such
+   * ingest.
+   *
+   * @param ref The ingest's reference key.
+   * @returns The path `<root>/ingest/<sha256 of ref>/data`.
+   */
+  ingestPath(ref: string): string {
+    return join(ingestDir(this.#root, ref), "data");
+  }
+
+  /**
    * Sums the sizes of the committed blobs.
    *
    * @returns The total size and the number of blobs.

@@ -29,6 +29,12 @@ export interface FetchToContentOptions {
   labels?: Record<string, string>;
   /** Called as bytes arrive with the ingest's offset and the descriptor's size. */
   onProgress?: (offset: number, total: number) => void;
+  /**
+   * Called once the ingest is open for this download and its file holds only bytes of the blob
+   * (a resumed prefix, or nothing), before anything is written: from then on the file
+   * (`ContentStore.ingestPath(ref)`) grows until the commit renames it into the blob store.
+   */
+  onOpen?: (ref: string) => void;
   /** Cancels the download (the partial ingest is kept for a later resume). */
   signal?: AbortSignal;
 }
@@ -129,6 +135,7 @@ export async function fetchToContent(
       throw new InvalidArgument(`${action}: the descriptor has size 0`);
     }
     if (writer.offset > desc.size) await writer.truncate(0);
+    options.onOpen?.(ref);
     const embedded = embeddedData(desc);
     if (embedded !== undefined && writer.offset < desc.size) {
       await writer.write(embedded.subarray(writer.offset));

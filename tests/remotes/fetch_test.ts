@@ -188,6 +188,48 @@ peerTest("fetchToContent() resumes a partial ingest with a range request", PEERS
   assert.deepEqual(await content.store.listIngests(), []);
 });
 
+peerTest(
+  "fetchToContent() tells when its ingest file is open; a descriptor opened then reads the blob",
+  PEERS,
+  async () => {
+    await using s = await setup();
+    await using content = await openContent();
+    const bytes = s.image.blobs.get(s.layer.digest)!;
+    const ref = makeRefKey(s.layer);
+    // A previous run wrote the first 100000 bytes and stopped.
+    const partial = await content.store.writer({
+      ref,
+      expected: { digest: s.layer.digest, size: s.layer.size },
+    });
+    await partial.write(bytes.subarray(0, 100_000));
+    await partial.close();
+
+    using resolver = new Resolver();
+    const fetcher = await resolver.fetcher(`${s.registry}/test/app:1`);
+    const opened: { ref: string; size: number; file: Deno.FsFile }[] = [];
+    try {
+      await fetchToContent(content.store, fetcher, s.layer, {
+        onOpen(r) {
+          const path = content.store.ingestPath(r);
+          opened.push({ ref: r, size: Deno.statSync(path).size, file: Deno.openSync(path) });
+        },
+      });
+      assert.deepEqual(opened.map((o) => [o.ref, o.size]), [[ref, 100_000]]);
+      // The commit renamed the file into the blob store: the descriptor follows it.
+      assert.throws(() => Deno.statSync(content.store.ingestPath(ref)), Deno.errors.NotFound);
+      assert.deepEqual(await readAll(opened[0]!.file.readable), bytes);
+    } finally {
+      for (const o of opened) {
+        try {
+          o.file.close();
+        } catch {
+          // Closed by its readable.
+        }
+      }
+    }
+  },
+);
+
 peerTest("fetchToContent() commits nothing from a corrupted blob", PEERS, async () => {
   await using s = await setup();
   await using content = await openContent();
