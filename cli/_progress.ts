@@ -54,6 +54,8 @@ function plainPrinter(out: (line: string) => void): ProgressPrinter {
   return {
     event(e) {
       if (last.get(e.id) === e.status) return;
+      // A layer applied while it downloads: its download goes on after `extracting`.
+      if (e.status === "downloading" && last.get(e.id) === "extracting") return;
       last.set(e.id, e.status);
       const size = e.total !== undefined && e.kind !== "image" ? ` (${humanSize(e.total)})` : "";
       const digest = e.digest ? ` ${e.digest}` : "";
@@ -84,7 +86,9 @@ function ttyPrinter(): ProgressPrinter {
     for (const item of items.values()) {
       bytes += item.current;
       let bar = "";
-      if (item.total > 0 && (item.status === "downloading" || item.status === "uploading")) {
+      const moving = item.status === "downloading" || item.status === "uploading" ||
+        (item.status === "extracting" && item.current < item.total);
+      if (item.total > 0 && moving) {
         const filled = Math.min(BAR, Math.round((item.current / item.total) * BAR));
         bar = ` |${"+".repeat(filled)}${" ".repeat(BAR - filled)}| ${humanSize(item.current)}/${
           humanSize(item.total)
@@ -113,7 +117,8 @@ function ttyPrinter(): ProgressPrinter {
         current: 0,
         total: 0,
       };
-      item.status = e.status;
+      // A layer applied while it downloads stays `extracting`, with its download's bar.
+      if (!(e.status === "downloading" && item.status === "extracting")) item.status = e.status;
       if (e.total !== undefined) item.total = e.total;
       if (e.current !== undefined) item.current = e.current;
       items.set(e.id, item);

@@ -271,6 +271,11 @@ export interface Faults {
   corruptBlob?: { digest: string };
   /** Drop `Range` headers: answer every `GET` with the whole body. */
   ignoreRange?: boolean;
+  /**
+   * Send the first `afterBytes` bytes of every `GET` of blob `digest`, then hold the rest until
+   * `until` settles (a slow download the test controls).
+   */
+  holdBlob?: { digest: string; afterBytes: number; until: Promise<void> };
 }
 
 /** One request the proxy saw. */
@@ -420,6 +425,10 @@ export function startFaultProxy(
         },
       });
     }
+    const hold = current.holdBlob;
+    if (hold !== undefined && isGetOf(hold.digest) && body !== null) {
+      body = held(body, hold.afterBytes, hold.until);
+    }
     const drop = current.dropBlob;
     if (drop !== undefined && isGetOf(drop.digest) && body !== null) {
       const done = dropped.get(drop) ?? 0;
@@ -472,6 +481,44 @@ export function startFaultProxy(
     [Symbol.asyncDispose]: stop,
   };
   return Promise.resolve(proxy);
+}
+
+/** Passes the first `limit` bytes, then waits for `until` before passing the rest. */
+function held(
+  source: ReadableStream<Uint8Array>,
+  limit: number,
+  until: Promise<void>,
+): ReadableStream<Uint8Array> {
+  const reader = source.getReader();
+  let sent = 0;
+  // The part of a chunk beyond `limit`, sent once released.
+  let rest: Uint8Array | undefined;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (sent >= limit) await until;
+      if (rest !== undefined) {
+        controller.enqueue(rest);
+        sent += rest.length;
+        rest = undefined;
+        return;
+      }
+      const { done, value } = await reader.read();
+      if (done) {
+        controller.close();
+        return;
+      }
+      let part = value;
+      if (sent < limit && value.length > limit - sent) {
+        part = value.subarray(0, limit - sent);
+        rest = value.subarray(limit - sent);
+      }
+      sent += part.length;
+      controller.enqueue(part);
+    },
+    async cancel() {
+      await reader.cancel();
+    },
+  });
 }
 
 /** Passes the first `limit` bytes, then ends early, so the server drops the connection. */

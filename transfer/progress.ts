@@ -20,7 +20,8 @@ export type ProgressKind = "image" | "index" | "manifest" | "config" | "layer" |
  * The state of an item. Images: `resolving`, `resolved`, `saved` (pull) or `pushed` (push).
  * Blobs: `waiting`, `downloading`, `downloaded`, `exists` (already in the store or registry),
  * `uploading`, `uploaded`. Layers also: `extracting`, `extracted`, `unpacked` (their snapshot
- * existed, so the blob was not needed).
+ * existed, so the blob was not needed). A layer applied while it downloads reports `extracting`
+ * before its download's last `downloading` events and `downloaded`.
  */
 export type ProgressStatus =
   | "resolving"

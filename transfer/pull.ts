@@ -196,6 +196,8 @@ class Puller {
   #emit: (event: ProgressEvent) => void;
   #abort = new AbortController();
   #downloads = new Map<string, Promise<void>>();
+  /** Per layer download: the file it writes, once open (`undefined`: none, or it ended). */
+  #ingests = new Map<string, Promise<string | undefined>>();
   #count = 0;
   #bytes = 0;
   #source: { key: string; repo: string };
@@ -325,6 +327,10 @@ class Puller {
         this.#start([blob]);
         return this.#downloads.get(blob.digest)!;
       },
+      ingestFile: (blob) => {
+        this.#start([blob]);
+        return this.#ingests.get(blob.digest)!;
+      },
     };
   }
 
@@ -332,14 +338,21 @@ class Puller {
   #start(blobs: readonly Descriptor[]): void {
     for (const blob of blobs) {
       if (this.#downloads.has(blob.digest)) continue;
-      const p = this.#fetch(blob);
-      p.catch(() => {}); // Awaited by the unpack or at the end; never an unhandled rejection.
+      const opened = Promise.withResolvers<string | undefined>();
+      const p = this.#fetch(blob, (ref) => opened.resolve(this.#content.ingestPath(ref)));
+      const ended = () => opened.resolve(undefined);
+      // Awaited by the unpack or at the end; never an unhandled rejection.
+      p.then(ended, ended);
       this.#downloads.set(blob.digest, p);
+      this.#ingests.set(blob.digest, opened.promise);
     }
   }
 
-  /** Brings one blob into the content store, with progress events and the source label. */
-  async #fetch(desc: Descriptor): Promise<void> {
+  /**
+   * Brings one blob into the content store, with progress events and the source label;
+   * `onOpen` is told the ingest's ref once its file is being written.
+   */
+  async #fetch(desc: Descriptor, onOpen?: (ref: string) => void): Promise<void> {
     const kind = progressKind(desc);
     const existing = await this.#info(desc.digest);
     if (existing !== undefined) {
@@ -352,6 +365,7 @@ class Puller {
     try {
       info = await fetchToContent(this.#content, this.#fetcher, desc, {
         signal: this.#abort.signal,
+        ...(onOpen ? { onOpen } : {}),
         onProgress: (current, total) =>
           this.#emit({ id: desc.digest, kind, status: "downloading", current, total }),
       });

@@ -25,6 +25,14 @@ import { collectBetweenLayers } from "./_gc.ts";
 import { withKeyLock } from "./_lock.ts";
 import { EarlyWriteback, Limiter, SyncQueue } from "./_sync.ts";
 import { WorkerPool } from "./_worker_pool.ts";
+import {
+  type Follow,
+  FOLLOW_DONE,
+  FOLLOW_STOPPED,
+  FOLLOW_WRITING,
+  newFollowState,
+} from "../diff/follow.ts";
+import * as sys from "../sys/mod.ts";
 
 /** Snapshot label: the chain ID the extraction snapshot is for (containerd's). */
 export const LABEL_SNAPSHOT_REF = "containerd.io/snapshot.ref";
@@ -93,7 +101,10 @@ export interface UnpackOptions {
   signal?: AbortSignal;
   /**
    * Brings layer blobs into the content store while the unpack runs (a pull's downloads). Without
-   * it every layer blob must already be in the content store.
+   * it every layer blob must already be in the content store. A fetcher that tells where a blob
+   * is being downloaded to ({@linkcode LayerFetcher.ingestFile}) has its layers applied while
+   * they download: should the apply of a layer read as it downloads fail, the download's error
+   * is reported when it failed, and otherwise the layer is applied again from the blob.
    */
   fetcher?: LayerFetcher;
 }
@@ -118,6 +129,19 @@ export interface LayerFetcher {
    *   when its download failed.
    */
   ready(blob: Descriptor): Promise<void>;
+  /**
+   * Optional: the file a blob started by {@linkcode LayerFetcher.start} is being downloaded into,
+   * once its download writes it, so that the layer is applied while it downloads (read as it
+   * grows; checked against the blob's digest as ever; committed only after
+   * {@linkcode LayerFetcher.ready}). Resolves to `undefined` when there is no such file (the blob
+   * was in the content store, or its download ended or failed first); the unpack then waits for
+   * {@linkcode LayerFetcher.ready}. With this method, the unpack calls `ready` for every blob
+   * it starts, at once, to know which downloads are still running.
+   *
+   * @param blob The layer blob.
+   * @returns The path of the file being written, or `undefined`.
+   */
+  ingestFile?(blob: Descriptor): Promise<string | undefined>;
 }
 
 /** What happened to one layer. */
@@ -245,12 +269,14 @@ async function unpackPinned(
     whiteouts: overlayPolicy(snapshotter),
     onLayer: options.onLayer,
     fetcher: options.fetcher,
+    downloading: new Set(),
     failed: null,
     aborts: [],
     // Parallel: layers are applied on worker threads and on this one (one CPU each), so that
     // they use several CPUs. The main thread takes a layer when every worker is busy: one
     // isolate less keeps the peak memory down.
     pool: parallel ? new WorkerPool(cores - 1) : undefined,
+    appliedHere: 0,
   };
   // One decompression worker serves this thread's layers one after the other.
   const releaseInflaters = keepInflateWorkers();
@@ -272,7 +298,14 @@ async function unpackPinned(
       }
       if (options.fetcher && !fetching) {
         fetching = true;
-        options.fetcher.start(layers.slice(i).map((l) => l.blob));
+        const blobs = layers.slice(i).map((l) => l.blob);
+        options.fetcher.start(blobs);
+        // Which downloads are still running, for the layers applied while they download.
+        for (const blob of options.fetcher.ingestFile ? blobs : []) {
+          run.downloading.add(blob);
+          const ended = () => run.downloading.delete(blob);
+          options.fetcher.ready(blob).then(ended, ended);
+        }
       }
       // Turns are taken in layer order, so a layer waiting for the one below never holds the
       // turn that one needs.
@@ -341,12 +374,16 @@ interface Run {
   whiteouts: "overlay" | "overlay-userxattr";
   onLayer: ((event: LayerEvent) => void) | undefined;
   fetcher: LayerFetcher | undefined;
+  /** The layer blobs the fetcher was asked for whose download has not ended. */
+  downloading: Set<Descriptor>;
   /** The failure of the lowest layer that failed. */
   failed: { index: number; err: unknown } | null;
   /** Per layer being unpacked: stops its apply when a layer below fails. */
   aborts: AbortController[];
   /** The worker threads of a parallel unpack. */
   pool: WorkerPool | undefined;
+  /** Layers this thread is applying. */
+  appliedHere: number;
 }
 
 type LayerEventBase = Omit<LayerEvent, "state" | "skipped">;
@@ -390,9 +427,24 @@ async function unpackLayer(run: Run, task: LayerTask): Promise<boolean> {
         // Another unpack may have committed it while this one waited for the lock.
         if (await exists(snapshotter, task.chainId)) return false;
         if (run.failed !== null) throw new Aborted();
-        await run.fetcher?.ready(task.blob);
+        const streamed = await followDownload(run, task);
+        if (streamed === undefined) await run.fetcher?.ready(task.blob);
         run.onLayer?.({ ...event, state: "extracting" });
-        const skipped = await applyOne(run, task);
+        let skipped: number;
+        try {
+          skipped = await applyOne(run, task, streamed);
+        } catch (err) {
+          if (streamed === undefined || err instanceof Aborted || task.abort.signal.aborted) {
+            throw err;
+          }
+          if (run.signal?.aborted) throw err;
+          // Read while it downloaded: a failed download is the error to report; otherwise the
+          // bytes read were not the blob's (a download that started over), so apply the blob.
+          await run.fetcher!.ready(task.blob);
+          skipped = await applyOne(run, task, undefined);
+        } finally {
+          streamed?.close();
+        }
         run.onLayer?.({ ...event, state: "extracted", skipped });
         return true;
       },
@@ -417,6 +469,60 @@ async function unpackLayer(run: Run, task: LayerTask): Promise<boolean> {
   } finally {
     task.release();
   }
+}
+
+/** A layer blob being downloaded, read through a descriptor that outlives its ingest's rename. */
+interface Streamed {
+  /** `/proc/self/fd/N`: opens the file on any thread of this process. */
+  path: string;
+  follow: Follow;
+  /** Closes the descriptor (the apply has ended). */
+  close(): void;
+}
+
+/**
+ * Opens the file a layer is being downloaded into, when the fetcher tells it; `undefined` when
+ * the layer should be applied from the content store once {@linkcode LayerFetcher.ready}.
+ */
+async function followDownload(run: Run, task: LayerTask): Promise<Streamed | undefined> {
+  const fetcher = run.fetcher;
+  if (fetcher?.ingestFile === undefined) return undefined;
+  // In parallel, only the biggest layer still downloading: the others' downloads end sooner, and
+  // applying them as well while they download takes CPU from the downloads, which run on this
+  // thread (measured: no faster from a local registry, slower than this from a throttled one).
+  if (run.parallel) {
+    const biggest = [...run.downloading].reduce<Descriptor | undefined>(
+      (a, b) => (a === undefined || b.size > a.size ? b : a),
+      undefined,
+    );
+    if (biggest?.digest !== task.blob.digest) return undefined;
+  }
+  const path = await fetcher.ingestFile(task.blob);
+  if (path === undefined) return undefined;
+  let fd: number;
+  try {
+    fd = sys.open(path, sys.O_RDONLY | sys.O_CLOEXEC);
+  } catch {
+    // Committed (renamed) or discarded meanwhile: the content store has the answer.
+    return undefined;
+  }
+  const state = newFollowState();
+  const stop = () => Atomics.store(state, 0, FOLLOW_STOPPED);
+  fetcher.ready(task.blob).then(
+    () => Atomics.compareExchange(state, 0, FOLLOW_WRITING, FOLLOW_DONE),
+    stop,
+  );
+  const signals = [task.abort.signal, ...(run.signal ? [run.signal] : [])];
+  for (const signal of signals) signal.addEventListener("abort", stop, { once: true });
+  return {
+    path: `/proc/self/fd/${fd}`,
+    follow: { size: task.blob.size, state },
+    close() {
+      for (const signal of signals) signal.removeEventListener("abort", stop);
+      stop();
+      sys.close(fd);
+    },
+  };
 }
 
 async function exists(snapshotter: Snapshotter, key: string): Promise<boolean> {
@@ -502,7 +608,11 @@ async function removeQuietly(snapshotter: Snapshotter, key: string): Promise<voi
  * only if an entry needs them), and committed with its parent once that is committed (rebase).
  * With `syncFs` the file system is synced (off the event loop) before the commit.
  */
-async function applyOne(run: Run, task: LayerTask): Promise<number> {
+async function applyOne(
+  run: Run,
+  task: LayerTask,
+  streamed: Streamed | undefined,
+): Promise<number> {
   const labels: Record<string, string> = {
     [LABEL_SNAPSHOT_REF]: task.chainId,
     [LABEL_DIFF_ID]: task.diffId,
@@ -514,7 +624,7 @@ async function applyOne(run: Run, task: LayerTask): Promise<number> {
   // write, until the apply ends.
   const written = run.early?.begin();
   try {
-    return await applyPrepared(run, task, labels, rebase, written ?? (() => {}));
+    return await applyPrepared(run, task, { labels, rebase, streamed }, written ?? (() => {}));
   } finally {
     written?.();
   }
@@ -524,11 +634,13 @@ async function applyOne(run: Run, task: LayerTask): Promise<number> {
 async function applyPrepared(
   run: Run,
   task: LayerTask,
-  labels: Record<string, string>,
-  rebase: boolean,
+  how: { labels: Record<string, string>; rebase: boolean; streamed: Streamed | undefined },
   written: () => void,
 ): Promise<number> {
   const { snapshotter } = run;
+  const { labels, rebase, streamed } = how;
+  // The layer's file: the blob, or the file it is being downloaded into.
+  const blobFile = streamed?.path ?? run.content.blobPath(task.blob.digest);
   const { key, mounts } = await prepareUnique(run, task.chainId, (key) =>
     snapshotter.prepare(key, {
       labels,
@@ -551,6 +663,7 @@ async function applyPrepared(
       // Synced here, off the event loop, when the directory is known.
       syncFs: run.syncFs && dir === undefined,
       signal: AbortSignal.any(signals),
+      ...(streamed ? { follow: streamed.follow } : {}),
     };
     if (rebase) {
       applyOptions.whiteouts = run.whiteouts;
@@ -564,24 +677,33 @@ async function applyPrepared(
       };
       // Implied directories are made at once and completed from the lowers later; the rare
       // layer that writes through a lower symlink is read again and applied on the lowers.
-      applyOptions.reopen = () => pathToFileURL(run.content.blobPath(task.blob.digest));
+      applyOptions.reopen = () => pathToFileURL(blobFile);
     }
     let result;
     // Whether this thread applies the layer (and makes its garbage).
     let here = false;
     try {
-      await run.content.info(task.blob.digest).catch((err) => {
-        throw missing(err);
-      });
-      if (run.pool === undefined || !run.pool.hasRoom) {
+      if (streamed === undefined) {
+        await run.content.info(task.blob.digest).catch((err) => {
+          throw missing(err);
+        });
+      }
+      // A layer read while it downloads (the biggest) is applied here, with decompression on a
+      // worker of its own (a pool worker does both on one thread), unless this thread applies
+      // a layer already.
+      if (
+        run.pool === undefined || !run.pool.hasRoom ||
+        (streamed !== undefined && run.appliedHere === 0)
+      ) {
         here = true;
+        run.appliedHere++;
         // The blob file itself: a big compressed one is decompressed on a worker thread.
-        const source = pathToFileURL(run.content.blobPath(task.blob.digest));
+        const source = pathToFileURL(blobFile);
         result = await applyToMounts(source, mounts, applyOptions);
       } else {
         // Checked and taken with nothing awaited in between; the worker reads the blob file.
         result = await run.pool.apply(
-          run.content.blobPath(task.blob.digest),
+          blobFile,
           mounts,
           // Layers on workers decompress on their own thread: with the layer this thread
           // applies (which decompresses on a further worker), every CPU is busy already.
@@ -589,6 +711,7 @@ async function applyPrepared(
         );
       }
     } finally {
+      if (here) run.appliedHere--;
       if (viewKey !== undefined) {
         await removeQuietly(snapshotter, viewKey);
         // The view's directory now belongs to no snapshot: delete it rather than leave it for
@@ -596,6 +719,8 @@ async function applyPrepared(
         await snapshotter.cleanup().catch(() => {});
       }
     }
+    // Read while it downloaded: committed only once the blob is in the content store.
+    if (streamed) await run.fetcher!.ready(task.blob);
     // The next layer may apply while this one syncs and waits for its turn to commit.
     written();
     task.release();

@@ -34,12 +34,12 @@ async function singleLayout(dir: string, seed = 7): Promise<TestLayout> {
 }
 
 /** The tree an import of `layout` unpacks to, in a root of its own. */
-async function importedTree(dir: string, layout: TestLayout) {
-  using client = Client.open({ root: join(dir, "imported") });
+async function importedTree(dir: string, layout: TestLayout, snapshotter = SN) {
+  using client = Client.open({ root: join(dir, `imported-${snapshotter}`) });
   const result = await importArchive(client, layout.layout, { baseName: "example.com/app" });
   const image = client.getImage(result.images[0]!.name);
-  const unpacked = await image.unpack(SN);
-  return await strataTree(client, SN, unpacked.chainId);
+  const unpacked = await image.unpack(snapshotter);
+  return await strataTree(client, snapshotter, unpacked.chainId);
 }
 
 async function committedAndActive(client: Client): Promise<{ committed: number; active: number }> {
@@ -288,6 +288,62 @@ peerTest("pullImage() survives a connection dropped in the middle of a layer", N
   );
   assert.ok(proxy.count(`/v2/app/blobs/${big}`) >= 2, "the layer was requested again");
 });
+
+for (const snapshotter of ["overlayfs", "native"]) {
+  peerTest(
+    `pullImage() applies the biggest layer while it downloads (${snapshotter})`,
+    NEEDS,
+    async () => {
+      await using tmp = await makeTempDir({ prefix: "strata-pull-" });
+      const layout = await singleLayout(tmp.path, 67);
+      await using registry = await startRegistry();
+      await pushToRegistry(`oci:${layout.layout}:v1`, `docker://${registry.host}/app:v1`);
+      const layers = layout.manifests[0]!.layers;
+      const sizes = await Promise.all(
+        layers.map(async (d) =>
+          (await Deno.stat(join(layout.layout, "blobs", "sha256", d.slice(7)))).size
+        ),
+      );
+      const biggest = layers[sizes.indexOf(Math.max(...sizes))]!;
+      // Its download stops a quarter in until the pull says it is extracting it (or 60 s pass).
+      const released = Promise.withResolvers<void>();
+      const timeout = setTimeout(() => released.resolve(), 60_000);
+      let extractingFirst = false;
+      await using proxy = await startFaultProxy(registry.host, {
+        holdBlob: {
+          digest: biggest,
+          afterBytes: Math.floor(Math.max(...sizes) / 4),
+          until: released.promise,
+        },
+      });
+      using client = Client.open({ root: join(tmp.path, "root") });
+      const events: string[] = [];
+      try {
+        const result = await pullImage(client, `${proxy.host}/app:v1`, {
+          snapshotter,
+          onProgress: (e) => {
+            if (e.id !== biggest || e.status === "downloading") return;
+            events.push(e.status);
+            if (e.status === "extracting") {
+              extractingFirst = true;
+              released.resolve();
+            }
+          },
+        });
+        assert.ok(extractingFirst, `extracting before the rest was sent: ${events.join(", ")}`);
+        assert.deepEqual(events.slice(-2), ["downloaded", "extracted"]);
+        assertSameTree(
+          await importedTree(tmp.path, layout, snapshotter),
+          await strataTree(client, snapshotter, result.unpack!.chainId),
+          "applied while downloading vs import",
+          { minEntries: 50 },
+        );
+      } finally {
+        clearTimeout(timeout);
+      }
+    },
+  );
+}
 
 peerTest("pullImage() rejects a corrupted layer and commits nothing of it", NEEDS, async () => {
   await using tmp = await makeTempDir({ prefix: "strata-pull-" });
