@@ -61,6 +61,10 @@ Options:
                       CPUs are under 15% busy, and run again (up to --retries times) a run
                       during which other processes used over 10% of the CPUs
   --retries N         With --wait-idle: how often a noisy run is run again (default 2)
+  --rate MBIT         Limit what the registry sends to MBIT Mbit/s (tc htb on the loopback
+                      device, filtered on the registry's port; removed at the end), as a
+                      registry across a network would: downloads then take longer than the
+                      unpack, and what overlaps them shows
   --keep              Keep the scratch directory
   -h, --help          Show this help`;
 
@@ -76,6 +80,8 @@ interface Options {
   keep: boolean;
   waitIdle: boolean;
   retries: number;
+  /** Mbit/s the registry may send, or undefined for no limit. */
+  rate: number | undefined;
 }
 
 /** One command of a run; a run's time is the sum of its steps. */
@@ -160,6 +166,7 @@ function parseOptions(args: string[]): Options | undefined {
       keep: { type: "boolean", default: false },
       "wait-idle": { type: "boolean", default: false },
       retries: { type: "string", default: "2" },
+      rate: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -193,7 +200,76 @@ function parseOptions(args: string[]): Options | undefined {
     keep: values.keep,
     waitIdle: values["wait-idle"],
     retries,
+    rate: values.rate === undefined ? undefined : intOption("rate", values.rate, 1),
   };
+}
+
+/**
+ * Limits what leaves `port` on the loopback device to `mbit` Mbit/s (an htb class for that
+ * source port, everything else unlimited). Returns what removes the limit.
+ */
+async function throttlePort(port: number, mbit: number): Promise<() => Promise<void>> {
+  const tc = (...args: string[]) => mustRun(["tc", ...args]);
+  await tc("qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "10");
+  const remove = async () => {
+    await run(["tc", "qdisc", "del", "dev", "lo", "root"]);
+  };
+  try {
+    await tc(
+      "class",
+      "add",
+      "dev",
+      "lo",
+      "parent",
+      "1:",
+      "classid",
+      "1:10",
+      "htb",
+      "rate",
+      "100gbit",
+    );
+    await tc(
+      "class",
+      "add",
+      "dev",
+      "lo",
+      "parent",
+      "1:",
+      "classid",
+      "1:20",
+      "htb",
+      "rate",
+      `${mbit}mbit`,
+      "ceil",
+      `${mbit}mbit`,
+      "burst",
+      "256kb",
+    );
+    await tc(
+      "filter",
+      "add",
+      "dev",
+      "lo",
+      "parent",
+      "1:",
+      "protocol",
+      "ip",
+      "prio",
+      "1",
+      "u32",
+      "match",
+      "ip",
+      "sport",
+      `${port}`,
+      "0xffff",
+      "flowid",
+      "1:20",
+    );
+  } catch (err) {
+    await remove();
+    throw err;
+  }
+  return remove;
 }
 
 /** The fixtures, as run.ts's `--fixture make-fixtures` loads them. */
@@ -886,7 +962,13 @@ function report(
         ? "`sync` and the page cache, dentries and inodes dropped before every run"
         : "page cache NOT dropped"
     }. Every fixture was pushed once (untimed) with \`skopeo copy --dest-tls-verify=false\` to ` +
-    `one \`docker-registry\` on ${host} (plain http; its blobs on the same disk). Every run ` +
+    `one \`docker-registry\` on ${host} (plain http; its blobs on the same disk${
+      o.rate === undefined
+        ? ""
+        : `; what it sends limited to ${o.rate} Mbit/s, ${
+          (o.rate / 8).toFixed(0)
+        } MB/s, by a tc htb class on the loopback device`
+    }). Every run ` +
     `starts from an empty destination: a new strata root; a containerd started (untimed) with a ` +
     `new root for that run alone and stopped and removed after it (faster and cleaner than ` +
     `removing the image, its content and snapshots between runs); a new skopeo OCI layout and ` +
@@ -964,7 +1046,8 @@ function report(
 async function main(args: string[]): Promise<number> {
   const o = parseOptions(args);
   if (!o) return 0;
-  for (const tool of ["skopeo", "umoci", "ctr", "containerd", "docker-registry"]) {
+  const tools = ["skopeo", "umoci", "ctr", "containerd", "docker-registry"];
+  for (const tool of o.rate === undefined ? tools : [...tools, "tc"]) {
     if (!(await have(tool))) {
       throw new FailedPrecondition(`Cannot run the pull benchmark: "${tool}" is not installed`);
     }
@@ -975,9 +1058,11 @@ async function main(args: string[]): Promise<number> {
   const fixtures = await loadFixtures(o);
   const scratch = join(o.cache, `pull-scratch-${Deno.pid}`);
   await Deno.mkdir(scratch, { recursive: true });
+  let unthrottle: (() => Promise<void>) | undefined;
   const onSignal = () => {
     log("interrupted: stopping the daemons and removing scratch space");
     daemons.stopAllNow()
+      .then(() => unthrottle?.())
       .then(() => (o.keep ? undefined : rmrf(scratch)))
       .finally(() => Deno.exit(130));
   };
@@ -1013,6 +1098,9 @@ async function main(args: string[]): Promise<number> {
         `docker://${ref}`,
       ]);
     }
+    if (o.rate !== undefined) {
+      unthrottle = await throttlePort(Number(host.split(":")[1]), o.rate);
+    }
     for (const f of fixtures) {
       const ref = `${host}/${f.name}:${FIXTURE_TAG}`;
       const contenders = [
@@ -1028,6 +1116,7 @@ async function main(args: string[]): Promise<number> {
       all.push(...(await runCase(o, f, contenders, scratch, state)));
     }
   } finally {
+    await unthrottle?.();
     await daemons.stopAll();
     if (!o.keep) await rmrf(scratch);
     Deno.removeSignalListener("SIGINT", onSignal);
