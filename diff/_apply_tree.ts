@@ -249,6 +249,8 @@ export class Tree {
   #skipped: Skipped[];
   /** Inodes this layer created or merged (opaque markers and whiteouts keep these). */
   #layer = new Set<number | string>();
+  /** Directories this layer has entries for (not only implied by entries below them). */
+  #listed = new Set<number | string>();
   #dirs: DirRecord[] = [];
   /** Rootless: directories made `u+rwx` for this layer, their modes in {@linkcode #dirs}. */
   #unlocked = new Set<number | string>();
@@ -876,6 +878,7 @@ export class Tree {
       if (p !== undefined) p.explicit = true;
     }
     this.#mark(st);
+    this.#listed.add(inodeKey(st));
     this.#metadata({ dirfd: pfd, name: base, kind: "dir", entry: raw, st }, h);
     const rec: DirRecord = {
       parent,
@@ -1097,8 +1100,13 @@ export class Tree {
       if (pfd === null) return;
       try {
         const st = statAt(pfd, name);
+        if (st === null) return;
+        if (isDir(st)) {
+          if (!this.#hideLowersIn(pfd, name, st)) this.#remove(pfd, name, st);
+          return;
+        }
         // Whiteouts apply to lower layers only: what this layer made stays.
-        if (st === null || this.#layer.has(inodeKey(st))) return;
+        if (this.#layer.has(inodeKey(st))) return;
         this.#remove(pfd, name, st);
       } finally {
         sys.close(pfd);
@@ -1113,7 +1121,9 @@ export class Tree {
     if (this.#lowers.isOpaque(pfd)) return;
     const st = statAt(pfd, name);
     if (st !== null) {
-      if (this.#layer.has(inodeKey(st)) || isWhiteoutDevice(st)) return;
+      if (isWhiteoutDevice(st)) return;
+      const mine = this.#layer.has(inodeKey(st));
+      if (mine && (!isDir(st) || this.#hideLowersIn(pfd, name, st))) return;
       this.#clear(pfd, name);
     }
     try {
@@ -1147,16 +1157,39 @@ export class Tree {
   }
 
   #opaque(parent: string, raw: string): void {
-    const dfd = this.#parent(parent, raw, "all")!;
+    this.#hideLowers(this.#parent(parent, raw, "all")!);
+  }
+
+  /**
+   * Hides what the lower layers hold in the directory `dfd`, keeping what this layer put there:
+   * removes the rest (`"delete"`), or makes it opaque and removes the whiteouts this layer made
+   * in it, which now hide nothing (overlay policies).
+   */
+  #hideLowers(dfd: number): void {
     if (!this.#overlay) {
       this.#clearOpaque(dfd);
       return;
     }
     this.#setOpaque(dfd, "");
-    // Whiteouts this layer already made in the directory now hide nothing (see #whiteout).
     for (const entry of readNames(dfd)) {
       const st = statAt(dfd, entry);
       if (st !== null && this.#lowers.isWhiteout(dfd, entry, st)) this.#remove(dfd, entry, st);
+    }
+  }
+
+  /**
+   * A whiteout of a directory this layer may have written into, which applies to the lower
+   * layers only (OCI): what they hold there is hidden, what this layer put there stays. Returns
+   * whether the directory stays: when this layer listed it or left something in it; otherwise
+   * the caller deletes it (or whites it out).
+   */
+  #hideLowersIn(pfd: number, name: string, st: sys.Stat): boolean {
+    const dfd = sys.openat(pfd, name, DIR_PATH | sys.O_NOFOLLOW);
+    try {
+      this.#hideLowers(dfd);
+      return this.#listed.has(inodeKey(st)) || readNames(dfd).length > 0;
+    } finally {
+      sys.close(dfd);
     }
   }
 

@@ -33,7 +33,9 @@
  *   (when a 0:0 device cannot be made) an xattr whiteout (`user.overlay.whiteout` on an empty
  *   file, its directory marked `user.overlay.opaque=x`, as overlayfs 6.7+ reads them). On every
  *   policy a whiteout or opaque marker spares what the same layer made (OCI: whiteouts apply to
- *   lower layers).
+ *   lower layers): a whiteout of a directory the layer wrote into hides what the lower layers
+ *   hold there and keeps what the layer put there (the directory stays if the layer listed it or
+ *   left something in it), where containerd deletes it all (`"delete"`) or fails (overlay).
  * - AUFS metadata (names starting with `.wh..wh.`, other than the opaque marker) is skipped.
  * - The diffID is the sha256 of the whole decompressed stream, trailing bytes after the tar's
  *   end included; `size` counts those bytes. The compressed digest and size cover the input.

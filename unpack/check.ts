@@ -25,7 +25,7 @@
  * Entries are replayed in archive order the way the applier applies them: a later entry at the
  * same path wins; a non-directory replaces a whole subtree; a whiteout or opaque marker spares
  * what the same layer made (implied parent directories included) and removes what lower layers
- * made.
+ * made, in a directory the layer wrote into as well.
  *
  * @module
  */
@@ -481,14 +481,40 @@ class Replay {
     // none there, as overlayfs lists them while lookups fail).
     if (this.#upper && this.#opaqueDir(parentOf(path))) return;
     const prev = this.slots.get(path);
-    if (prev !== undefined && prev.obj.kind !== "whiteout") {
+    // A directory (in the upperdir, one this layer implied has no slot): whiteouts apply to the
+    // lower layers only, so what they hold there goes and what this layer put there stays; the
+    // directory too when this layer listed it or left something in it.
+    const isDir = prev === undefined
+      ? this.#upper && this.#below(path).length > 0
+      : prev.obj.kind === "dir";
+    if (isDir) {
+      if (this.#upper) {
+        if (prev === undefined) this.#set(path, impliedDir(true));
+        else prev.obj.opaque = true;
+        this.#dropWhiteoutsIn(path);
+      } else {
+        this.#clearOpaque(path);
+      }
+      const listed = prev !== undefined && prev.layer === this.layer && !prev.obj.implied;
+      if (listed || this.#below(path).some((k) => this.slots.get(k)?.obj.kind !== "whiteout")) {
+        return;
+      }
+      this.#remove(path);
+    } else if (prev !== undefined && prev.obj.kind !== "whiteout") {
       // Whiteouts apply to lower layers: what this layer made stays.
       if (prev.layer === this.layer) return;
       this.#remove(path);
-    } else if (this.#upper && this.#below(path).length > 0) {
-      return; // A directory this layer made in the upperdir (implied): spared.
     }
     this.#set(path, { kind: "whiteout", mode: 0, uid: 0, gid: 0 });
+  }
+
+  /** Removes the whiteouts this layer made directly in the (now opaque) upper directory `dir`. */
+  #dropWhiteoutsIn(dir: string): void {
+    const prefix = dir === "" ? "" : `${dir}/`;
+    for (const child of this.#below(dir)) {
+      if (child.slice(prefix.length).includes("/")) continue;
+      if (this.slots.get(child)?.obj.kind === "whiteout") this.#remove(child);
+    }
   }
 
   #opaqueDir(dir: string): boolean {
@@ -503,11 +529,7 @@ class Replay {
       if (slot !== undefined && slot.obj.kind === "dir") slot.obj.opaque = true;
       else this.#set(dir, impliedDir(true));
       // Whiteouts this layer made in it earlier are removed.
-      const prefix = dir === "" ? "" : `${dir}/`;
-      for (const child of this.#below(dir)) {
-        if (child.slice(prefix.length).includes("/")) continue;
-        if (this.slots.get(child)?.obj.kind === "whiteout") this.#remove(child);
-      }
+      this.#dropWhiteoutsIn(dir);
       return;
     }
     if (slot === undefined && dir !== "") this.#set(dir, impliedDir());

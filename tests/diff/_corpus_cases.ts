@@ -420,6 +420,41 @@ export const CASES: Case[] = [
     check: (v) => assert.equal(kindAt(v, "dir"), "absent"),
   },
   {
+    id: "D35b",
+    title:
+      "a whiteout after this layer wrote into the directory hides only the lower content (DEVIATION: containerd deletes it all, or fails on overlay)",
+    layers: () =>
+      Promise.all([
+        layer([
+          file("d/f", "old"),
+          file("d/other"),
+          file("d/sub/x"),
+          file("g/a"),
+          file("h/a"),
+        ]),
+        layer([
+          file("d/f", "new"),
+          file("d/new/n"),
+          file(".wh.d", ""),
+          // Only a whiteout of this layer below it: nothing of this layer stays, so it goes.
+          file("g/.wh.a", ""),
+          file(".wh.g", ""),
+          // Listed by this layer: it stays, empty.
+          dir("h"),
+          file(".wh.h", ""),
+        ]),
+      ]),
+    check: (v) => {
+      // OCI: whiteouts apply to lower layers only; what the same layer put there stays.
+      assert.deepEqual(names(v, "d"), ["f", "new"]);
+      assert.equal(read(v, "d/f"), "new");
+      assert.deepEqual(names(v, "d/new"), ["n"]);
+      assert.equal(kindAt(v, "g"), "absent");
+      assert.equal(kindAt(v, "h"), "dir");
+      assert.deepEqual(names(v, "h"), []);
+    },
+  },
+  {
     id: "D38",
     title: "a whiteout of nothing is fine",
     layers: async () => [await layer([file(".wh.ghost", "")])],

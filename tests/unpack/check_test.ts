@@ -29,7 +29,8 @@ import {
 } from "../../unpack/check.ts";
 import { makeTempDir, peerTest, type TempDir } from "../_peers.ts";
 import { findListing } from "../_tree.ts";
-import { concat, rawEntry, rawTar } from "../diff/_helpers.ts";
+import { concat, exists, rawEntry, rawTar } from "../diff/_helpers.ts";
+import { createTar, type TarInput } from "../../diff/tar/mod.ts";
 import { manyFileLayers, writeLayout } from "./_build_image.ts";
 
 const SNAPSHOTTERS = ["native", "overlayfs"] as const;
@@ -174,8 +175,9 @@ for (const snapshotter of SNAPSHOTTERS) {
       // The bottom layer's etc/config: another mode.
       await Deno.chmod(join(bottom, "etc/config"), 0o644);
       // The second layer: a hardlink broken into a copy, a symlink retargeted, and a whiteout
-      // undone (overlayfs: a whiteout device removed and an opaque mark dropped; native: the
-      // directory it deleted is back).
+      // undone (overlayfs: a whiteout device removed and an opaque mark dropped; native: a file
+      // of the first layer in the directory it whites out is back; the directory itself stays
+      // when the layer wrote into it before its whiteout, which hides the lower content only).
       await Deno.remove(join(second, "extra/h1"));
       await Deno.copyFile(join(second, "extra/e1"), join(second, "extra/h1"));
       await Deno.remove(join(second, "extra/s2"));
@@ -185,6 +187,11 @@ for (const snapshotter of SNAPSHOTTERS) {
         whiteout = firstWhiteout(second, "data")!;
         await Deno.remove(join(second, whiteout));
         sys.lremovexattr(join(second, "data/d02"), "trusted.overlay.opaque");
+      } else if (exists(join(second, whiteout))) {
+        whiteout = [...Deno.readDirSync(join(bottom, whiteout))]
+          .map((e) => `${whiteout}/${e.name}`).sort()
+          .find((p) => !exists(join(second, p)))!;
+        await Deno.writeTextFile(join(second, whiteout), "back");
       } else {
         await Deno.mkdir(join(second, whiteout));
       }
@@ -292,6 +299,41 @@ for (const snapshotter of SNAPSHOTTERS) {
       } finally {
         client.close();
       }
+    },
+  );
+}
+
+for (const snapshotter of SNAPSHOTTERS) {
+  peerTest(
+    `checkUnpacked() expects a whiteout to hide only the lower content of a directory its layer wrote into (${snapshotter})`,
+    { root: snapshotter === "overlayfs" },
+    async () => {
+      await using tmp = await makeTempDir();
+      const enc = new TextEncoder();
+      const file = (name: string, body = name): TarInput => ({
+        header: { name, type: "file", mode: 0o644 },
+        body: enc.encode(body),
+      });
+      const tars = [
+        await createTar([file("d/f", "old"), file("d/other"), file("d/sub/x"), file("g/a")]),
+        await createTar([
+          file("d/f", "new"),
+          file("d/new/n"),
+          file(".wh.d", ""),
+          file("g/.wh.a", ""),
+          file(".wh.g", ""),
+          { header: { name: "h", type: "directory", mode: 0o750 } },
+          file(".wh.h", ""),
+        ]),
+        await createTar([file("top")]),
+      ];
+      const image = await writeLayout(join(tmp.path, "layout"), tars, { name: "test/wh:1" });
+      using client = Client.open({ root: join(tmp.path, "root") });
+      await importArchive(client, image.layout);
+      await client.getImage(image.name).unpack(snapshotter, { syncFs: false });
+      const report = await checkUnpacked(client, client.images.get(image.name), { snapshotter });
+      assert.deepEqual(summary(report.differences), []);
+      assert.ok(report.layers.every((l) => l.checked > 0));
     },
   );
 }

@@ -42,7 +42,8 @@ function dir(name: string, extra: Partial<TarInput["header"]> = {}): TarInput {
  * The many-file layers (whiteouts in directories the layer does not list, an opaque directory,
  * symlinks, hardlinks within and across layers, a write through a lower symlink, a sparse
  * file), plus two layers: xattrs, a 0:0 character device whiteout, an opaque directory and a
- * hardlink to a lower-only file under implied parents; and a top layer that lists every
+ * hardlink to a lower-only file under implied parents, a whiteout of a lower directory it wrote
+ * into; and a top layer that lists every
  * directory it uses (it never needs the layers below).
  */
 async function richTars(): Promise<Uint8Array[]> {
@@ -59,6 +60,9 @@ async function richTars(): Promise<Uint8Array[]> {
     { header: { name: "deep/a/b/link", type: "hardlink", linkname: "etc/config", uid: 7 } },
     { header: { name: "data/d04/h-lower", type: "hardlink", linkname: "data/d04/f4" } },
     dir("newdir", { mode: 0o750, xattrs: { "user.dir": enc.encode("d") } }),
+    // A whiteout of a lower directory after this layer wrote into it: only "mine" stays.
+    file("data/d01/mine", "m"),
+    file("data/.wh.d01", ""),
   ]);
   const fifth = await createTar([
     dir("top", { mode: 0o711 }),
@@ -202,6 +206,9 @@ parallelTest(
         { minEntries: 10 },
       );
     }
+    // The whiteout of data/d01 hid the lower layers' files there, not this layer's own.
+    const top = await strataTree(b.client, "overlayfs", chain.at(-1)!);
+    assert.deepEqual([...top.keys()].filter((k) => k.startsWith("data/d01/")), ["data/d01/mine"]);
     // The upper directories themselves match too (whiteout devices, opaque xattrs, copy-ups).
     const [ua, ub] = [await uppers(a.client, chain), await uppers(b.client, chain)];
     for (const i of chain.keys()) {
