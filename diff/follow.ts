@@ -43,11 +43,11 @@ export interface Follow {
 }
 
 /** The file is still being written. */
-export const FOLLOW_WRITING: 0 = 0;
+export const FOLLOW_WRITING: number = 0;
 /** The file is complete. */
-export const FOLLOW_DONE: 1 = 1;
+export const FOLLOW_DONE: number = 1;
 /** The writer failed, or the reader should give up. */
-export const FOLLOW_STOPPED: -1 = -1;
+export const FOLLOW_STOPPED: number = -1;
 
 /**
  * A fresh follow state ({@linkcode FOLLOW_WRITING}), on a `SharedArrayBuffer` so that readers
