@@ -209,61 +209,18 @@ function parseOptions(args: string[]): Options | undefined {
  * source port, everything else unlimited). Returns what removes the limit.
  */
 async function throttlePort(port: number, mbit: number): Promise<() => Promise<void>> {
-  const tc = (...args: string[]) => mustRun(["tc", ...args]);
-  await tc("qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "10");
+  const tc = (args: string) => mustRun(["tc", ...args.split(" ")]);
+  await tc("qdisc add dev lo root handle 1: htb default 10");
   const remove = async () => {
     await run(["tc", "qdisc", "del", "dev", "lo", "root"]);
   };
   try {
+    await tc("class add dev lo parent 1: classid 1:10 htb rate 100gbit");
     await tc(
-      "class",
-      "add",
-      "dev",
-      "lo",
-      "parent",
-      "1:",
-      "classid",
-      "1:10",
-      "htb",
-      "rate",
-      "100gbit",
+      `class add dev lo parent 1: classid 1:20 htb rate ${mbit}mbit ceil ${mbit}mbit burst 256kb`,
     );
     await tc(
-      "class",
-      "add",
-      "dev",
-      "lo",
-      "parent",
-      "1:",
-      "classid",
-      "1:20",
-      "htb",
-      "rate",
-      `${mbit}mbit`,
-      "ceil",
-      `${mbit}mbit`,
-      "burst",
-      "256kb",
-    );
-    await tc(
-      "filter",
-      "add",
-      "dev",
-      "lo",
-      "parent",
-      "1:",
-      "protocol",
-      "ip",
-      "prio",
-      "1",
-      "u32",
-      "match",
-      "ip",
-      "sport",
-      `${port}`,
-      "0xffff",
-      "flowid",
-      "1:20",
+      `filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport ${port} 0xffff flowid 1:20`,
     );
   } catch (err) {
     await remove();

@@ -8,6 +8,7 @@ import { FOLLOW_DONE, newFollowState } from "../../diff/follow.ts";
 import { FailedPrecondition } from "../../errors.ts";
 import { makeTempDir } from "../_peers.ts";
 import { growFile } from "./_grow.ts";
+import { concatList } from "./_helpers.ts";
 
 function pattern(size: number): Uint8Array {
   return Uint8Array.from({ length: size }, (_, i) => (i * 7 + (i >> 8)) & 0xff);
@@ -23,13 +24,7 @@ async function readAll(
     parts.push(chunk.slice());
     onChunk?.();
   }
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatList(parts);
 }
 
 Deno.test("readFileChunks() follows a file while it is written and gives exactly its bytes", async () => {
