@@ -1,3 +1,4 @@
+export { printableName } from "../sys/_names.ts";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { InvalidArgument } from "../errors.ts";
 import type { Client } from "../mod.ts";
@@ -131,20 +132,6 @@ export function table(header: string[], rows: string[][]): string[] {
   const fmt = (r: string[]) =>
     r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd();
   return [fmt(header), ...rows.map(fmt)];
-}
-
-/**
- * A name made safe for a terminal line, as GNU tar prints names: a byte that is not UTF-8 (kept as
- * U+DC80-U+DCFF, see `sys/_names.ts`) and a control character become `\xNN`, a backslash `\\`.
- * Without it the terminal would show U+FFFD, and a newline in a name would split the line.
- */
-export function printableName(name: string): string {
-  // deno-lint-ignore no-control-regex
-  return name.replace(/[\\\x00-\x1f\x7f\udc80-\udcff]/gu, (c) => {
-    if (c === "\\") return "\\\\";
-    const code = c.charCodeAt(0);
-    return `\\x${(code >= 0xdc80 ? code - 0xdc00 : code).toString(16).padStart(2, "0")}`;
-  });
 }
 
 /** Formats a byte count the way `ctr` does (`1.2 MiB`). */

@@ -2,6 +2,7 @@
 // the mapping of errno failures to Strata's error kinds. Everything works relative to directory
 // descriptors and never follows the final component.
 
+import { printableName } from "../sys/_names.ts";
 import { posix } from "node:path";
 import { FailedPrecondition, InvalidArgument, StrataError } from "../errors.ts";
 import * as sys from "../sys/mod.ts";
@@ -204,5 +205,5 @@ export function entryError(entry: string, action: string, err: unknown): Error {
 /** Quotes an entry name for a message, shortening very long names. */
 export function quote(name: string): string {
   const text = name.length > 200 ? `${name.slice(0, 100)}...${name.slice(-60)}` : name;
-  return JSON.stringify(text);
+  return `"${printableName(text).replaceAll('"', '\\"')}"`;
 }

@@ -175,3 +175,17 @@ function encodeEscaping(name: string, buf: Uint8Array): number {
   }
   return w;
 }
+
+/**
+ * A name made safe for a terminal line, as GNU tar prints names: a byte that is not UTF-8 (kept as
+ * U+DC80-U+DCFF, see {@linkcode decodeName}) and a control character become `\xNN`, a backslash `\\`.
+ * Without it the terminal would show U+FFFD, and a newline in a name would split the line.
+ */
+export function printableName(name: string): string {
+  // deno-lint-ignore no-control-regex
+  return name.replace(/[\\\x00-\x1f\x7f\udc80-\udcff]/gu, (c) => {
+    if (c === "\\") return "\\\\";
+    const code = c.charCodeAt(0);
+    return `\\x${(code >= 0xdc80 ? code - 0xdc00 : code).toString(16).padStart(2, "0")}`;
+  });
+}

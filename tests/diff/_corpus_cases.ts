@@ -894,6 +894,12 @@ export const CASES: Case[] = [
     layers: async () => [await layer([file("a"), file("a/b")])],
     reject: invalid(/"a" is not a directory/),
   },
+  {
+    id: "F57b",
+    title: "an error names an entry with its bytes that are not UTF-8 as \\xNN (REJECT)",
+    layers: async () => [await layer([file("caf\udce9"), file("caf\udce9/b\n")])],
+    reject: invalid(/entry "caf\\xe9\/b\\x0a": .*"caf\\xe9" is not a directory/),
+  },
 
   // G. Resource exhaustion
   {
