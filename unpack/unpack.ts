@@ -489,7 +489,7 @@ async function followDownload(run: Run, task: LayerTask): Promise<Streamed | und
   if (fetcher?.ingestFile === undefined) return undefined;
   // In parallel, only the biggest layer still downloading: the others' downloads end sooner, and
   // applying them as well while they download takes CPU from the downloads, which run on this
-  // thread (measured: no faster from a local registry, slower than this from a throttled one).
+  // thread (measured: slower from a local registry, and than this from a throttled one).
   if (run.parallel) {
     const biggest = [...run.downloading].reduce<Descriptor | undefined>(
       (a, b) => (a === undefined || b.size > a.size ? b : a),
