@@ -427,14 +427,14 @@ export function startFaultProxy(
     }
     const hold = current.holdBlob;
     if (hold !== undefined && isGetOf(hold.digest) && body !== null) {
-      body = held(body, hold.afterBytes, hold.until);
+      body = cutAt(body, hold.afterBytes, hold.until);
     }
     const drop = current.dropBlob;
     if (drop !== undefined && isGetOf(drop.digest) && body !== null) {
       const done = dropped.get(drop) ?? 0;
       if (drop.always === true || done < (drop.times ?? 1)) {
         dropped.set(drop, done + 1);
-        body = truncated(body, drop.afterBytes);
+        body = cutAt(body, drop.afterBytes);
       }
     }
     return answer(
@@ -483,19 +483,29 @@ export function startFaultProxy(
   return Promise.resolve(proxy);
 }
 
-/** Passes the first `limit` bytes, then waits for `until` before passing the rest. */
-function held(
+/**
+ * Passes the first `limit` bytes of `source`; then ends early, so the server drops the
+ * connection, or with `resume`, waits for it and passes the rest.
+ */
+function cutAt(
   source: ReadableStream<Uint8Array>,
   limit: number,
-  until: Promise<void>,
+  resume?: Promise<void>,
 ): ReadableStream<Uint8Array> {
   const reader = source.getReader();
   let sent = 0;
-  // The part of a chunk beyond `limit`, sent once released.
+  // The part of a chunk beyond `limit`, sent once resumed.
   let rest: Uint8Array | undefined;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      if (sent >= limit) await until;
+      if (sent >= limit) {
+        if (resume === undefined) {
+          await reader.cancel();
+          controller.close();
+          return;
+        }
+        await resume;
+      }
       if (rest !== undefined) {
         controller.enqueue(rest);
         sent += rest.length;
@@ -512,32 +522,6 @@ function held(
         part = value.subarray(0, limit - sent);
         rest = value.subarray(limit - sent);
       }
-      sent += part.length;
-      controller.enqueue(part);
-    },
-    async cancel() {
-      await reader.cancel();
-    },
-  });
-}
-
-/** Passes the first `limit` bytes, then ends early, so the server drops the connection. */
-function truncated(source: ReadableStream<Uint8Array>, limit: number): ReadableStream<Uint8Array> {
-  const reader = source.getReader();
-  let sent = 0;
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      if (sent >= limit) {
-        await reader.cancel();
-        controller.close();
-        return;
-      }
-      const { done, value } = await reader.read();
-      if (done) {
-        controller.close();
-        return;
-      }
-      const part = value.subarray(0, Math.min(value.length, limit - sent));
       sent += part.length;
       controller.enqueue(part);
     },
