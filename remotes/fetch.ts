@@ -83,7 +83,9 @@ export function makeRefKey(desc: Descriptor): string {
  * and size (containerd's `remotes.Fetch`). The ingest is keyed by {@linkcode makeRefKey}, so an
  * interrupted download resumes from the bytes a previous run left behind (the fetcher is asked for
  * a range). A stream that fails after making progress is reopened at the new offset (up to 5
- * times). Embedded `data` of the descriptor is used instead of the network when complete.
+ * times). A download that fails or is aborted before its first byte leaves no ingest behind (there
+ * is nothing to resume; containerd keeps the empty ingest). Embedded `data` of the descriptor is
+ * used instead of the network when complete.
  *
  * @param content The content store.
  * @param fetcher Reads the content (e.g. from {@linkcode Resolver.fetcher}).
@@ -123,6 +125,7 @@ export async function fetchToContent(
   }
   const ref = options.ref ?? makeRefKey(desc);
   const signal = options.signal;
+  signal?.throwIfAborted();
   let writer: ContentWriter;
   try {
     writer = await openWriter(content, ref, desc, signal);
@@ -180,8 +183,26 @@ export async function fetchToContent(
       }
       throw err;
     }
+  } catch (err) {
+    const empty = writer.offset === 0;
+    await writer.close();
+    if (empty) await discardEmptyIngest(content, ref);
+    throw err;
   } finally {
     await writer.close();
+  }
+}
+
+/**
+ * Removes an ingest a failed download left without a byte. Another writer may have taken it
+ * meanwhile: then it is theirs (`Unavailable`), or already committed (`NotFound`).
+ */
+async function discardEmptyIngest(content: ContentStore, ref: string): Promise<void> {
+  try {
+    const status = (await content.listIngests()).find((s) => s.ref === ref);
+    if (status !== undefined && status.offset === 0) await content.abort(ref);
+  } catch {
+    // Best effort: an empty ingest is resumed or overwritten by the next pull.
   }
 }
 

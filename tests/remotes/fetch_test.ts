@@ -230,6 +230,55 @@ peerTest(
   },
 );
 
+peerTest(
+  "fetchToContent() keeps the bytes of a stopped download, and no ingest without a byte",
+  PEERS,
+  async () => {
+    await using s = await setup();
+    await using content = await openContent();
+    const ref = makeRefKey(s.layer);
+    const never = Promise.withResolvers<void>();
+    await using proxy = await startFaultProxy(s.registry, {
+      holdBlob: { digest: s.layer.digest, afterBytes: 100_000, until: never.promise },
+    });
+    using resolver = new Resolver();
+    const fetcher = await resolver.fetcher(`${proxy.host}/test/app:1`);
+
+    // Content missing on the registry: no byte, no ingest.
+    const missing = { ...s.layer, digest: `sha256:${"1".repeat(64)}` };
+    await assert.rejects(fetchToContent(content.store, fetcher, missing), NotFound);
+    assert.deepEqual(await content.store.listIngests(), []);
+
+    // Aborted once the ingest is open, before its first byte: no ingest either.
+    const early = new AbortController();
+    await assert.rejects(
+      fetchToContent(content.store, fetcher, s.layer, {
+        signal: early.signal,
+        onOpen: () => early.abort(new Error("stop before a byte")),
+      }),
+      /stop before a byte/,
+    );
+    assert.deepEqual(await content.store.listIngests(), []);
+
+    // Aborted after 100000 bytes: they stay for the next download to resume.
+    const late = new AbortController();
+    await assert.rejects(
+      fetchToContent(content.store, fetcher, s.layer, {
+        signal: late.signal,
+        onProgress: (current) => {
+          if (current >= 100_000) late.abort(new Error("stop after some bytes"));
+        },
+      }),
+      /stop after some bytes/,
+    );
+    assert.deepEqual(
+      (await content.store.listIngests()).map((i) => [i.ref, i.offset]),
+      [[ref, 100_000]],
+    );
+    never.resolve();
+  },
+);
+
 peerTest("fetchToContent() commits nothing from a corrupted blob", PEERS, async () => {
   await using s = await setup();
   await using content = await openContent();
