@@ -51,8 +51,11 @@ export async function* readFileChunks(
       }
       const state = Atomics.load(follow.state, 0);
       if (state === FOLLOW_STOPPED) {
+        // The file's size, not what this read got: the writer may have added bytes between this
+        // read's end of file and the state.
+        const { size } = await file.stat();
         throw new FailedPrecondition(
-          `Cannot read "${path}": its writer stopped after ${total + n} bytes`,
+          `Cannot read "${path}": its writer stopped after ${size} of its ${follow.size} bytes`,
         );
       }
       if (state === FOLLOW_DONE) {
