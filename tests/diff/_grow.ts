@@ -16,7 +16,7 @@ export interface Growing {
 /**
  * Writes `data` to `path` (created empty at once) in pieces of `piece` bytes, `delayMs` apart,
  * then sets the state to done; with `stopAt`, sets it to stopped once that many bytes are written
- * instead of going on.
+ * instead of going on; with `after`, writes nothing before it settles.
  *
  * @param path The file.
  * @param data Its whole content.
@@ -26,13 +26,14 @@ export interface Growing {
 export async function growFile(
   path: string,
   data: Uint8Array,
-  options: { piece: number; delayMs: number; stopAt?: number },
+  options: { piece: number; delayMs: number; stopAt?: number; after?: Promise<void> },
 ): Promise<Growing> {
   const state = newFollowState();
   const file = await Deno.open(path, { write: true, create: true, truncate: true });
   let written = 0;
   const done = (async () => {
     try {
+      await options.after;
       while (written < data.length) {
         if (options.stopAt !== undefined && written >= options.stopAt) {
           Atomics.store(state, 0, FOLLOW_STOPPED);

@@ -24,6 +24,11 @@ interface Plan {
   garbage?: string;
   /** This blob's download stops half-way and its ready rejects. */
   fail?: string;
+  /**
+   * This blob's download writes nothing until the unpack asks for its ingest file (or 30 s
+   * pass), so it is still downloading when the unpack reaches it, whatever the machine's load.
+   */
+  holdUntilAsked?: string;
 }
 
 /**
@@ -40,6 +45,11 @@ function downloadingFetcher(
 ): LayerFetcher & { asked: Set<string> } {
   const downloads = new Map<string, { opened: Promise<void>; done: Promise<void> }>();
   const asked = new Set<string>();
+  const held = Promise.withResolvers<void>();
+  if (plan.holdUntilAsked !== undefined) {
+    const timeout = setTimeout(held.resolve, 30_000);
+    held.promise.then(() => clearTimeout(timeout));
+  }
   const begin = (blob: Descriptor) => {
     let download = downloads.get(blob.digest);
     if (download !== undefined) return download;
@@ -52,6 +62,7 @@ function downloadingFetcher(
         piece: Math.ceil(data.length / 16),
         delayMs: 20,
         ...(plan.fail === blob.digest ? { stopAt: data.length >> 1 } : {}),
+        ...(plan.holdUntilAsked === blob.digest ? { after: held.promise } : {}),
       });
     })();
     const done = growing.then((g) => g.done).then(() => {
@@ -71,6 +82,7 @@ function downloadingFetcher(
     ready: (blob) => begin(blob).done,
     async ingestFile(blob) {
       asked.add(blob.digest);
+      if (blob.digest === plan.holdUntilAsked) held.resolve();
       await begin(blob).opened;
       return join(dir, blob.digest.slice("sha256:".length));
     },
@@ -138,7 +150,14 @@ for (const parallel of [false, true]) {
     async () => {
       await using s = await setup();
       const events: string[] = [];
-      const fetcher = downloadingFetcher(s.client, s.dir, s.layers, events);
+      // Sequential: the bottom layer is read as it downloads; parallel: only the biggest layer
+      // still downloading. That one's download is held until the unpack asks for it (so the
+      // others' end sooner, as a smaller download does).
+      const biggest = s.layers.reduce((a, b) => (b.size > a.size ? b : a));
+      const streamed = parallel ? s.layers.indexOf(biggest) : 0;
+      const fetcher = downloadingFetcher(s.client, s.dir, s.layers, events, {
+        holdUntilAsked: s.layers[streamed]!.digest,
+      });
       const result = await unpackImage(s.client, s.image, {
         snapshotter: SN,
         parallel,
@@ -146,10 +165,6 @@ for (const parallel of [false, true]) {
         onLayer: (e) => events.push(`${e.index} ${e.state}`),
       });
       await assertSameAsReference(s, result.chainId);
-      // Sequential: the bottom layer; parallel: only the biggest layer is read as it downloads
-      // (the others' downloads end sooner).
-      const biggest = s.layers.reduce((a, b) => (b.size > a.size ? b : a));
-      const streamed = parallel ? s.layers.indexOf(biggest) : 0;
       assert.ok(
         events.indexOf(`${streamed} extracting`) < events.indexOf(`${streamed} downloaded`),
         `layer ${streamed} was extracting before its download ended: ${events.join(", ")}`,
