@@ -184,23 +184,22 @@ export async function fetchToContent(
       throw err;
     }
   } catch (err) {
-    const empty = writer.offset === 0;
     await writer.close();
-    if (empty) await discardEmptyIngest(content, ref);
+    if (writer.offset === 0) await discardEmptyIngest(content, ref);
     throw err;
   } finally {
-    await writer.close();
+    await writer.close(); // After the catch's, it does nothing.
   }
 }
 
 /**
  * Removes an ingest a failed download left without a byte. Another writer may have taken it
- * meanwhile: then it is theirs (`Unavailable`), or already committed (`NotFound`).
+ * meanwhile: then it is theirs (`Unavailable`, or it holds bytes now), or already committed
+ * (`NotFound`).
  */
 async function discardEmptyIngest(content: ContentStore, ref: string): Promise<void> {
   try {
-    const status = (await content.listIngests()).find((s) => s.ref === ref);
-    if (status !== undefined && status.offset === 0) await content.abort(ref);
+    if ((await content.status(ref)).offset === 0) await content.abort(ref);
   } catch {
     // Best effort: an empty ingest is resumed or overwritten by the next pull.
   }
