@@ -195,9 +195,11 @@ class Puller {
   #name: string;
   #emit: (event: ProgressEvent) => void;
   #abort = new AbortController();
-  #downloads = new Map<string, Promise<void>>();
-  /** Per layer download: the file it writes, once open (`undefined`: none, or it ended). */
-  #ingests = new Map<string, Promise<string | undefined>>();
+  /**
+   * Per blob: its download, and the file it writes once open (`undefined`: none, or the
+   * download ended first).
+   */
+  #downloads = new Map<string, { done: Promise<void>; file: Promise<string | undefined> }>();
   #count = 0;
   #bytes = 0;
   #source: { key: string; repo: string };
@@ -254,7 +256,7 @@ class Puller {
       }
       // The other platforms' layers (allPlatforms), or every layer when not unpacking.
       this.#start(pending);
-      for (const p of this.#downloads.values()) await p;
+      for (const { done } of this.#downloads.values()) await done;
       const { platform: _p, ...plain } = root;
       const image = target.images.upsert({ name: this.#name, target: plain });
       this.#emit({ id: this.#name, kind: "image", status: "saved", digest: root.digest });
@@ -266,7 +268,7 @@ class Puller {
     } catch (err) {
       // Stop the other downloads; what they stored stays as ingests for the next pull.
       this.#abort.abort(err);
-      await Promise.allSettled(this.#downloads.values());
+      await Promise.allSettled([...this.#downloads.values()].map((d) => d.done));
       throw err;
     }
   }
@@ -325,11 +327,11 @@ class Puller {
       start: (blobs) => this.#start(blobs),
       ready: (blob) => {
         this.#start([blob]);
-        return this.#downloads.get(blob.digest)!;
+        return this.#downloads.get(blob.digest)!.done;
       },
       ingestFile: (blob) => {
         this.#start([blob]);
-        return this.#ingests.get(blob.digest)!;
+        return this.#downloads.get(blob.digest)!.file;
       },
     };
   }
@@ -343,8 +345,7 @@ class Puller {
       const ended = () => opened.resolve(undefined);
       // Awaited by the unpack or at the end; never an unhandled rejection.
       p.then(ended, ended);
-      this.#downloads.set(blob.digest, p);
-      this.#ingests.set(blob.digest, opened.promise);
+      this.#downloads.set(blob.digest, { done: p, file: opened.promise });
     }
   }
 
